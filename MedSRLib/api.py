@@ -1,0 +1,48 @@
+"""``super_resolve``: the one entry point the CLI, the Slicer adapter and Python users share."""
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._version import __version__
+from .geometry import ScaleLike, output_grid, parse_scale
+from .intensity import Normaliser, cast_output
+from .methods import RunSettings, get_method
+from .methods.base import DEFAULT_MEMORY_BUDGET_GB
+from .progress import CancelCheck, ProgressCallback
+from .volume import Volume, validate_volume
+
+
+def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2, *,
+                  patch: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
+                  blend: str = "gaussian", batch_size: int = 4, device: str = "auto",
+                  checkpoint: Optional[str] = None, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+                  normalisation: str = "percentile", percentiles: Tuple[float, float] = (0.5, 99.5),
+                  window: Optional[Tuple[float, float]] = None, output_dtype: str = "float32",
+                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
+                  **method_options) -> Volume:
+    """Super-resolve ``volume`` by ``scale`` (one number, or one per (x, y, z) axis) with a registered method.
+
+    Returns a new Volume on the corner-aligned output grid (spacing / scale, size · scale, same direction); the input is
+    never modified. Patch and stride are in input voxels. Raises a :class:`MedSRLib.errors.MedSRError` for bad input.
+    """
+    validate_volume(volume)
+    chosen = get_method(method)
+    scale_xyz = parse_scale(scale)
+    chosen.check_scale(scale_xyz)
+    grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale_xyz)
+    settings = RunSettings(patch=patch, stride=stride, blend=blend, batch_size=batch_size, device=device,
+                           checkpoint=checkpoint, memory_budget_gb=memory_budget_gb, progress=progress, cancel=cancel,
+                           options=method_options)
+    # The output (float32) and the normalised input copy must fit before any method-specific buffers.
+    settings.require_memory(4 * (np.prod(grid.shape, dtype=float) + volume.array.size), "The output volume")
+
+    normaliser = Normaliser.fit(volume.array, normalisation, percentiles, window)
+    result = chosen.run(normaliser.forward(volume.array), scale_xyz, volume.spacing, settings)
+    if result.shape != grid.shape:
+        raise RuntimeError(f"method {method} returned shape {result.shape}, expected {grid.shape}")
+
+    metadata = dict(volume.metadata)
+    metadata.update(method=method, scale=list(scale_xyz), medsr_version=__version__,
+                    normalisation=normaliser.to_dict(), checkpoint_sha256=None, **settings.provenance)
+    array = cast_output(normaliser.inverse(result), output_dtype, volume.array.dtype)
+    return Volume(array, grid.spacing, grid.origin, grid.direction, metadata)
