@@ -1,0 +1,191 @@
+"""The model catalog: parsing, lookup, shipped files, and checksum-verified downloads from a local HTTP server."""
+import functools
+import hashlib
+import http.server
+import json
+import threading
+
+import pytest
+
+from MedSRLib import catalog
+from MedSRLib.catalog import DEFAULT_CATALOG, default_model_for, find_model, list_models, resolve_model
+from MedSRLib.errors import Cancelled, CheckpointError
+
+PAYLOAD = bytes(range(256)) * 40  # 10 240 bytes standing in for a checkpoint
+PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def entry(name, **fields):
+    model = {"name": name, "sha256": PAYLOAD_SHA256, "description": "test model", "method": "rrdb3d",
+             "modality": "MR", "contrast": "T1", "domain": "test", "scales": [[1, 1, 2]], "file": f"{name}.safetensors"}
+    model.update(fields)
+    return {key: value for key, value in model.items() if value is not None}
+
+
+def write_catalog(folder, *models, schema=1):
+    path = folder / "catalog.json"
+    path.write_text(json.dumps({"schema": schema, "models": list(models)}))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MEDSR_CACHE_DIR", str(cache))
+    monkeypatch.delenv("MEDSR_CATALOG", raising=False)
+    return cache
+
+
+@pytest.fixture
+def server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/served; ``server.requests`` lists the paths asked for."""
+    served = tmp_path / "served"
+    served.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.folder = served
+    httpd.requests = requests
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_shipped_catalog_is_valid_and_empty():
+    assert DEFAULT_CATALOG.is_file()
+    assert list_models() == []
+    assert default_model_for("rrdb3d", (1, 1, 2)) is None
+
+
+def test_catalog_override_by_argument_and_environment(tmp_path, monkeypatch):
+    path = write_catalog(tmp_path, entry("a"))
+    assert [model.name for model in list_models(path)] == ["a"]
+    monkeypatch.setenv("MEDSR_CATALOG", str(path))
+    found = find_model("a")
+    assert found.scales == ((1.0, 1.0, 2.0),) and found.file == "a.safetensors" and found.url is None
+    assert find_model("b") is None
+
+
+def test_default_model_is_the_first_for_method_and_scale(tmp_path):
+    path = write_catalog(tmp_path, entry("x4", scales=[[1, 1, 4]]), entry("x2-first", scales=[[1, 1, 2], [2, 2, 2]]),
+                         entry("x2-second"), entry("other-method", method="cyclegan2d"))
+    assert default_model_for("rrdb3d", (1, 1, 2), path).name == "x2-first"
+    assert default_model_for("rrdb3d", [2.0, 2.0, 2.0], path).name == "x2-first"
+    assert default_model_for("rrdb3d", (1, 1, 4), path).name == "x4"
+    assert default_model_for("cyclegan2d", (1, 1, 2), path).name == "other-method"
+    assert default_model_for("rrdb3d", (1, 1, 3), path) is None
+
+
+@pytest.mark.parametrize("models, schema, message", [
+    ([entry("a", description=None)], 1, "lacks the text field 'description'"),
+    ([entry("a", scales=[[1, 2]])], 1, "'scales'"),
+    ([entry("a", sha256="abc")], 1, "not a SHA-256"),
+    ([entry("a", file=None)], 1, "needs a 'file' or a 'url'"),
+    ([entry("a", url="ftp://example.org/a")], 1, "not http"),
+    ([entry("a"), entry("a")], 1, "more than once"),
+    ([], 2, "schema-1"),
+])
+def test_malformed_catalogs_are_refused(tmp_path, models, schema, message):
+    with pytest.raises(CheckpointError, match=message):
+        list_models(write_catalog(tmp_path, *models, schema=schema))
+
+
+def test_missing_or_unreadable_catalog(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        list_models(tmp_path / "absent.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        list_models(tmp_path / "broken.json")
+
+
+def test_shipped_file_is_verified(tmp_path):
+    path = write_catalog(tmp_path, entry("a"), entry("b"), entry("gone"))
+    (tmp_path / "a.safetensors").write_bytes(PAYLOAD)
+    (tmp_path / "b.safetensors").write_bytes(PAYLOAD[:-1])
+    assert resolve_model("a", path) == tmp_path / "a.safetensors"
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        resolve_model("b", path)
+    with pytest.raises(CheckpointError, match="is missing"):
+        resolve_model("gone", path)
+    with pytest.raises(CheckpointError, match=r"No model named 'c' .*available: a, b, gone"):
+        resolve_model("c", path)
+
+
+def test_download_goes_to_the_cache_and_is_reused(tmp_path, server, isolated_cache, monkeypatch):
+    monkeypatch.setattr(catalog, "DOWNLOAD_CHUNK_BYTES", 4096)
+    (server.folder / "a.safetensors").write_bytes(PAYLOAD)
+    path = write_catalog(tmp_path, entry("a", file=None, url=f"{server.base_url}/a.safetensors"))
+    seen = []
+
+    resolved = resolve_model("a", path, progress=lambda done, total: seen.append((done, total)))
+    assert resolved.parent == isolated_cache and resolved.read_bytes() == PAYLOAD
+    assert seen == [(4096, 10240), (8192, 10240), (10240, 10240)]
+    assert [item.name for item in isolated_cache.iterdir()] == [resolved.name]
+    assert server.requests == ["/a.safetensors"]
+
+    assert resolve_model("a", path) == resolved
+    assert server.requests == ["/a.safetensors"]  # the verified cached copy needed no request
+
+
+def test_damaged_cached_file_is_downloaded_again(tmp_path, server):
+    (server.folder / "a.safetensors").write_bytes(PAYLOAD)
+    path = write_catalog(tmp_path, entry("a", file=None, url=f"{server.base_url}/a.safetensors"))
+    cached = resolve_model("a", path)
+    cached.write_bytes(b"damaged")
+    assert resolve_model("a", path).read_bytes() == PAYLOAD
+    assert len(server.requests) == 2
+
+
+def test_shipped_file_absent_falls_back_to_url(tmp_path, server):
+    (server.folder / "a.safetensors").write_bytes(PAYLOAD)
+    path = write_catalog(tmp_path, entry("a", url=f"{server.base_url}/a.safetensors"))
+    assert resolve_model("a", path).read_bytes() == PAYLOAD
+
+
+def test_checksum_mismatch_leaves_nothing_in_the_cache(tmp_path, server, isolated_cache):
+    (server.folder / "a.safetensors").write_bytes(PAYLOAD + b"tampered")
+    path = write_catalog(tmp_path, entry("a", file=None, url=f"{server.base_url}/a.safetensors"))
+    with pytest.raises(CheckpointError, match="does not match the catalog checksum"):
+        resolve_model("a", path)
+    assert list(isolated_cache.iterdir()) == []
+
+
+def test_http_error_is_reported_clearly(tmp_path, server, isolated_cache):
+    path = write_catalog(tmp_path, entry("a", file=None, url=f"{server.base_url}/missing.safetensors"))
+    with pytest.raises(CheckpointError, match=r"Downloading model 'a' from .*missing.safetensors failed \(HTTP 404"):
+        resolve_model("a", path)
+    assert list(isolated_cache.iterdir()) == []
+
+
+def test_unreachable_server_is_reported_clearly(tmp_path, server):
+    url = f"{server.base_url}/a.safetensors"
+    server.shutdown()
+    server.server_close()  # nothing listens on the port any more
+    path = write_catalog(tmp_path, entry("a", file=None, url=url))
+    with pytest.raises(CheckpointError, match="check the network connection"):
+        resolve_model("a", path)
+
+
+def test_cancelled_download_leaves_nothing(tmp_path, server, isolated_cache, monkeypatch):
+    monkeypatch.setattr(catalog, "DOWNLOAD_CHUNK_BYTES", 4096)
+    (server.folder / "a.safetensors").write_bytes(PAYLOAD)
+    path = write_catalog(tmp_path, entry("a", file=None, url=f"{server.base_url}/a.safetensors"))
+    with pytest.raises(Cancelled):
+        resolve_model("a", path, cancel=lambda: True)
+    assert list(isolated_cache.iterdir()) == []
+
+
+def test_unwritable_cache_is_reported_clearly(tmp_path, server, monkeypatch):
+    (server.folder / "a.safetensors").write_bytes(PAYLOAD)
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("MEDSR_CACHE_DIR", str(tmp_path / "not-a-folder"))
+    path = write_catalog(tmp_path, entry("a", file=None, url=f"{server.base_url}/a.safetensors"))
+    with pytest.raises(CheckpointError, match="not-a-folder is writable"):
+        resolve_model("a", path)
