@@ -6,6 +6,7 @@ file is checked against the entry's SHA-256 before use, including files already 
 """
 import hashlib
 import json
+import math
 import os
 import urllib.error
 import urllib.request
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple, Union
 
-from .checkpoints import Scale, file_sha256, is_sha256_hex, parse_scales, scale_in, temporary_sibling
+from .files import file_sha256, is_sha256_hex, temporary_sibling
+from .geometry import format_scale
 from .errors import CheckpointError
 from .progress import CancelCheck, ProgressCallback, report
 
@@ -23,6 +25,30 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60
 
 PathLike = Union[str, Path, None]
+
+
+Scale = Tuple[float, float, float]
+
+
+def parse_scales(value, where: str) -> Tuple[Scale, ...]:
+    """``value`` as a tuple of (x, y, z) float triples; CheckpointError naming ``where`` unless it is a non-empty list
+    of positive factor triples."""
+    def is_factor(number):
+        return isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number) \
+            and number > 0
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(scale, (list, tuple)) and len(scale) == 3 and all(map(is_factor, scale)) for scale in value):
+        raise CheckpointError(f"In {where}, 'scales' must be a non-empty list of (x, y, z) positive factors.")
+    return tuple(tuple(float(factor) for factor in scale) for scale in value)
+
+
+def scale_in(scale_xyz: Iterable[float], scales: Iterable[Scale]) -> bool:
+    scale = tuple(float(factor) for factor in scale_xyz)
+    return any(all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(scale, allowed)) for allowed in scales)
+
+
+def format_scales(scales: Iterable[Iterable[float]]) -> str:
+    return ", ".join(format_scale(scale) for scale in scales)
 
 
 @dataclass(frozen=True)

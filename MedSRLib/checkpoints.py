@@ -7,9 +7,7 @@ never unpickled, so a checkpoint from anywhere is safe to open.
 """
 import hashlib
 import json
-import math
 import os
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple, Union
@@ -18,8 +16,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from . import catalog
 from ._version import __version__
+from .catalog import format_scales, parse_scales, scale_in
 from .errors import CheckpointError
+from .files import is_sha256_hex, temporary_sibling
 from .nn import build_network
 from .progress import CancelCheck, ProgressCallback
 
@@ -27,7 +28,6 @@ METADATA_KEY = "medsr"
 CHECKPOINT_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
-Scale = Tuple[float, float, float]
 StateDict = Dict[str, torch.Tensor]
 
 
@@ -101,9 +101,6 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
     ``name_or_path`` is a checkpoint file, or else the name of a catalog model, downloaded into the cache if needed
     (``progress`` and ``cancel`` then follow the download).
     """
-    # Imported here because the catalog module imports this one (for file_sha256 and parse_scales).
-    from . import catalog
-
     path = Path(name_or_path)
     if not path.is_file():
         if catalog.find_model(str(name_or_path), catalog_path) is None:
@@ -144,44 +141,6 @@ def weights_sha256(tensors: StateDict) -> str:
         digest.update(f"{name}\0{str(tensor.dtype).removeprefix('torch.')}\0{list(tensor.shape)}\0".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def temporary_sibling(path: Path) -> Path:
-    """A fresh hidden name beside ``path``, so that os.replace onto ``path`` is atomic (same file system)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
-
-
-def file_sha256(path: Union[str, Path], chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def parse_scales(value, where: str) -> Tuple[Scale, ...]:
-    """``value`` as a tuple of (x, y, z) float triples; CheckpointError naming ``where`` unless it is a non-empty list
-    of positive factor triples."""
-    def is_factor(number):
-        return isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number) \
-            and number > 0
-    if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(scale, (list, tuple)) and len(scale) == 3 and all(map(is_factor, scale)) for scale in value):
-        raise CheckpointError(f"In {where}, 'scales' must be a non-empty list of (x, y, z) positive factors.")
-    return tuple(tuple(float(factor) for factor in scale) for scale in value)
-
-
-def scale_in(scale_xyz: Iterable[float], scales: Iterable[Scale]) -> bool:
-    scale = tuple(float(factor) for factor in scale_xyz)
-    return any(all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(scale, allowed)) for allowed in scales)
-
-
-def is_sha256_hex(text: str) -> bool:
-    return len(text) == 64 and all(character in "0123456789abcdef" for character in text)
-
-
-def format_scales(scales: Iterable[Iterable[float]]) -> str:
-    return ", ".join("×".join(f"{factor:g}" for factor in scale) for scale in scales)
 
 
 def validate_metadata(metadata: dict, source: str = "checkpoint metadata") -> None:
