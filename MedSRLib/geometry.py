@@ -44,6 +44,11 @@ def parse_scale(scale: ScaleLike) -> Tuple[float, float, float]:
     return tuple(values)
 
 
+def format_scale(scale_xyz: Sequence[float]) -> str:
+    """"2×2×2", "1×1×3": how scales appear in messages and listings."""
+    return "×".join(f"{v:g}" for v in scale_xyz)
+
+
 def array_factors(scale_xyz: Sequence[float]) -> Tuple[float, float, float]:
     """The per-array-axis (k, j, i) factors of an (x, y, z) scale."""
     return tuple(float(v) for v in scale_xyz[::-1])

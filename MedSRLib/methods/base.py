@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError, MemoryBudgetError
+from ..geometry import format_scale
 from ..progress import CancelCheck, ProgressCallback
 
 DEFAULT_MEMORY_BUDGET_GB = float(os.environ.get("MEDSR_MEMORY_BUDGET_GB", "8"))
@@ -61,12 +62,12 @@ class Method:
     def check_scale(self, scale_xyz: Tuple[float, float, float]) -> None:
         if self.scales is not None and not any(np.allclose(scale_xyz, allowed) for allowed in self.scales):
             raise InputError(f"Method '{self.name}' supports the scales {self.describe_scales()}, not "
-                             f"{'×'.join(f'{v:g}' for v in scale_xyz)}.")
+                             f"{format_scale(scale_xyz)}.")
 
     def describe_scales(self) -> str:
         if self.scales is None:
             return "any"
-        return ", ".join("×".join(f"{v:g}" for v in allowed) for allowed in self.scales)
+        return ", ".join(format_scale(allowed) for allowed in self.scales)
 
     def run(self, image: np.ndarray, scale_xyz: Tuple[float, float, float], spacing: Tuple[float, float, float],
             settings: RunSettings) -> np.ndarray:
