@@ -94,6 +94,10 @@ def read_volume(path) -> Volume:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"Input '{path}' does not exist.")
+    # Imported here because it builds Volumes itself.
+    from .siemens_mosaic import is_siemens_mosaic, read_siemens_mosaic
+    if os.path.isfile(path) and is_siemens_mosaic(path):
+        return read_siemens_mosaic(path)
     try:
         image = _read_dicom_series(path) if os.path.isdir(path) else sitk.ReadImage(path)
     except RuntimeError as error:
@@ -118,8 +122,13 @@ def _read_dicom_series(folder: str) -> sitk.Image:
         raise InputError(f"Folder '{folder}' contains no DICOM series.")
     if len(series) > 1:
         raise InputError(f"Folder '{folder}' contains {len(series)} DICOM series; put one series per folder.")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series[0])
+    from .siemens_mosaic import is_siemens_mosaic
+    if is_siemens_mosaic(files[0]):
+        raise InputError(f"Folder '{folder}' holds {len(files)} Siemens mosaic files, each a whole volume (a 4D series); "
+                         "pass one of the files instead.")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series[0]))
+    reader.SetFileNames(files)
     return reader.Execute()
 
 

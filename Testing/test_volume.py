@@ -1,5 +1,6 @@
 """Volume I/O keeps geometry in every format; bad input gets one clear error and no output."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,25 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="disk full"):
         write_volume(make_volume(), tmp_path / "out.nrrd")
     assert list(tmp_path.iterdir()) == []
+
+
+def heudiconv_mosaic_files():
+    from MedSRLib.data import load_manifest
+    try:
+        folder = load_manifest()["heudiconv-epi"]["dicom_folder"]
+    except (KeyError, InputError, FileNotFoundError):
+        pytest.skip("The heudiconv EPI is not in the data cache (run `medsr fetch-data`).")
+    return sorted(Path(folder).glob("*.dcm"))
+
+
+def test_siemens_mosaic_file_is_unpacked_into_a_volume():
+    volume = read_volume(heudiconv_mosaic_files()[0])
+    assert volume.array.shape == (81, 152, 150)
+    np.testing.assert_allclose(volume.spacing, (1.5, 1.5, 1.5), atol=1e-6)
+    validate_volume(volume)
+
+
+def test_folder_of_mosaic_volumes_is_refused():
+    files = heudiconv_mosaic_files()
+    with pytest.raises(InputError, match="Siemens mosaic"):
+        read_volume(files[0].parent)

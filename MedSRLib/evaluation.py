@@ -1,0 +1,106 @@
+"""The DATA.md evaluation protocol: degrade a held-out volume, super-resolve it back, score it against the original.
+
+``python -m MedSRLib.evaluation --methods linear bspline`` prints the Colin27 reference table as Markdown.
+"""
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .data import dataset_path
+from .degrade import degrade_protocol
+from .methods import RunSettings, get_method
+from .metrics import compare
+from .progress import ProgressCallback, report
+from .volume import read_volume
+
+
+@dataclass(frozen=True)
+class Degradation:
+    mode: str          # "isotropic" or "thick"
+    scale: int
+    axis: int = 0      # the thick array axis
+
+    @property
+    def label(self) -> str:
+        if self.mode == "isotropic":
+            return f"isotropic ×{self.scale}"
+        axis_name = ("first", "second", "third")[self.axis]
+        return f"thick slices ×{self.scale} ({axis_name} array axis)"
+
+    def scale_xyz(self) -> Tuple[float, float, float]:
+        """The (x, y, z) scale that undoes this degradation (array axis a is xyz index 2 − a)."""
+        if self.mode == "isotropic":
+            return (float(self.scale),) * 3
+        values = [1.0, 1.0, 1.0]
+        values[2 - self.axis] = float(self.scale)
+        return tuple(values)
+
+
+# The rows of the DATA.md reference table.
+DEGRADATIONS = (Degradation("isotropic", 2), Degradation("isotropic", 4),
+                Degradation("thick", 2), Degradation("thick", 4))
+
+
+def evaluate_method(method_name: str, hr_array: np.ndarray, mode: str, scale: int, axis: int = 0,
+                    settings: Optional[RunSettings] = None,
+                    hr_spacing_xyz: Sequence[float] = (1.0, 1.0, 1.0)) -> Dict[str, float]:
+    """Run the protocol for one method and one degradation: PSNR, fg-PSNR, SSIM, NRMSE (see metrics.compare) and the
+    method's run time in seconds. The method sees the LR spacing: ``hr_spacing_xyz`` times the scale where degraded."""
+    hr, lr = degrade_protocol(hr_array, mode, scale, axis)
+    return _score(method_name, hr, lr, Degradation(mode, scale, axis), settings, hr_spacing_xyz)
+
+
+def _score(method_name, hr, lr, degradation: Degradation, settings=None, hr_spacing_xyz=(1.0, 1.0, 1.0)):
+    scale_xyz = degradation.scale_xyz()
+    lr_spacing = tuple(float(s) * f for s, f in zip(hr_spacing_xyz, scale_xyz))
+    started = time.perf_counter()
+    sr = get_method(method_name).run(lr, scale_xyz, lr_spacing, settings or RunSettings())
+    seconds = time.perf_counter() - started
+    scores = compare(np.clip(sr, 0, 1), hr)
+    scores["seconds"] = seconds
+    return scores
+
+
+def reference_table(methods: Sequence[str], degradations: Sequence[Degradation] = DEGRADATIONS,
+                    hr_array: Optional[np.ndarray] = None,
+                    progress: Optional[ProgressCallback] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{degradation label: {method: scores}} on ``hr_array`` (Colin27 from the data cache by default)."""
+    if hr_array is None:
+        hr_array = read_volume(dataset_path("colin27")).array
+    results = {}
+    for row_index, degradation in enumerate(degradations):
+        hr, lr = degrade_protocol(hr_array, degradation.mode, degradation.scale, degradation.axis)
+        row = results.setdefault(degradation.label, {})
+        for method_index, method in enumerate(methods):
+            row[method] = _score(method, hr, lr, degradation)
+            report(row_index * len(methods) + method_index + 1, len(methods) * len(degradations), progress)
+    return results
+
+
+def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
+    """The results in DATA.md's table format: one row per degradation, one 'PSNR / fg-PSNR / SSIM' column per method."""
+    methods = list(next(iter(results.values())))
+    lines = ["| degradation | " + " | ".join(f"{method} PSNR / fg-PSNR / SSIM" for method in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for label, row in results.items():
+        cells = [f"{row[m]['psnr']:.2f} / {row[m]['psnr_foreground']:.2f} / {row[m]['ssim']:.4f}" for m in methods]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m MedSRLib.evaluation",
+                                     description="Print the DATA.md reference table on Colin27 for some methods.")
+    parser.add_argument("--methods", nargs="+", default=["linear", "bspline"], help="registered method names")
+    arguments = parser.parse_args(argv)
+    results = reference_table(arguments.methods,
+                              progress=lambda done, total: print(f"{done}/{total}", file=sys.stderr, flush=True))
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()
