@@ -1,0 +1,94 @@
+"""super_resolve: geometry of the result, the input left untouched, options and errors."""
+import numpy as np
+import pytest
+
+import MedSRLib
+from MedSRLib.errors import Cancelled, InputError, MemoryBudgetError
+
+OBLIQUE = np.array([[0.8, -0.6, 0.0], [0.36, 0.48, -0.8], [0.48, 0.64, 0.6]])
+
+
+def make_volume(shape=(8, 10, 12), spacing=(1.0, 1.0, 3.0), dtype=np.int16):
+    rng = np.random.default_rng(1)
+    array = (rng.random(shape) * 1000).astype(dtype)
+    return MedSRLib.Volume(array, spacing, (10.0, -20.0, 5.0), OBLIQUE.ravel())
+
+
+def test_bspline_x2_on_an_oblique_volume_gives_the_corner_aligned_grid():
+    volume = make_volume(spacing=(0.9, 1.1, 1.3))
+    result = MedSRLib.super_resolve(volume, "bspline", 2)
+    assert result.array.shape == (16, 20, 24) and result.size == (24, 20, 16)
+    np.testing.assert_allclose(result.spacing, (0.45, 0.55, 0.65))
+    expected_origin = np.array([10.0, -20.0, 5.0]) + OBLIQUE @ (-np.array([0.45, 0.55, 0.65]) / 2)
+    np.testing.assert_allclose(result.origin, expected_origin)
+    np.testing.assert_allclose(result.direction, OBLIQUE.ravel())
+    assert result.array.dtype == np.float32
+
+
+def test_through_plane_scale_only_changes_the_thick_axis():
+    volume = make_volume()
+    result = MedSRLib.super_resolve(volume, "linear", "1,1,3")
+    assert result.size == (12, 10, 24)
+    np.testing.assert_allclose(result.spacing, (1, 1, 1))
+    np.testing.assert_allclose(result.origin, np.array([10.0, -20.0, 5.0]) + OBLIQUE @ np.array([0, 0, -1.0]))
+
+
+def test_intensities_are_mapped_back_to_the_input_range():
+    volume = make_volume(spacing=(1, 1, 1))
+    result = MedSRLib.super_resolve(volume, "nearest", 2)
+    # Nearest-neighbour x2 repeats voxels: after normalising and mapping back the values are the input's.
+    np.testing.assert_allclose(result.array[::2, ::2, ::2], volume.array, atol=1e-2)
+
+
+def test_input_volume_is_not_modified():
+    volume = make_volume()
+    before = volume.array.copy()
+    geometry = (volume.spacing, volume.origin, volume.direction)
+    MedSRLib.super_resolve(volume, "lanczos", "2,2,3")
+    np.testing.assert_array_equal(volume.array, before)
+    assert (volume.spacing, volume.origin, volume.direction) == geometry
+
+
+def test_output_dtype_input_casts_back_with_clamping():
+    volume = make_volume(dtype=np.uint8)
+    volume.array[0, 0, 0], volume.array[0, 0, 1] = 0, 255
+    result = MedSRLib.super_resolve(volume, "lanczos", 2, output_dtype="input")
+    assert result.array.dtype == np.uint8
+
+
+def test_provenance_metadata():
+    result = MedSRLib.super_resolve(make_volume(), "bspline", "1,1,2")
+    assert result.metadata["method"] == "bspline"
+    assert result.metadata["scale"] == [1, 1, 2]
+    assert result.metadata["medsr_version"] == MedSRLib.__version__
+    assert result.metadata["checkpoint_sha256"] is None
+
+
+def test_progress_is_reported_and_cancel_stops():
+    calls = []
+    MedSRLib.super_resolve(make_volume(), "bspline", 2, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (1, 1)
+    with pytest.raises(Cancelled):
+        MedSRLib.super_resolve(make_volume(), "bspline", 2, cancel=lambda: True)
+
+
+@pytest.mark.parametrize("method, scale, error, message", [
+    ("magic", 2, InputError, "Unknown method"),
+    ("bspline", 1, InputError, "above 1"),
+    ("bspline", 12, InputError, "above 8"),
+    ("bspline", "2,2", InputError, "three"),
+])
+def test_bad_method_or_scale(method, scale, error, message):
+    with pytest.raises(error, match=message):
+        MedSRLib.super_resolve(make_volume(), method, scale)
+
+
+def test_output_too_large_for_the_memory_budget():
+    with pytest.raises(MemoryBudgetError, match="budget"):
+        MedSRLib.super_resolve(make_volume(), "bspline", 8, memory_budget_gb=0.0001)
+
+
+def test_list_methods_has_the_interpolation_baselines():
+    names = {method["name"]: method for method in MedSRLib.list_methods()}
+    assert {"nearest", "linear", "bspline", "lanczos"} <= set(names)
+    assert names["bspline"]["kind"] == "interpolation" and names["bspline"]["scales"] == "any"

@@ -1,0 +1,147 @@
+"""The ``medsr`` command as a user runs it: results on disk, and one clear line plus exit 2 for bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MedSRLib.volume import Volume, read_volume, write_volume
+
+OBLIQUE = (0.8, -0.6, 0.0, 0.36, 0.48, -0.8, 0.48, 0.64, 0.6)
+
+
+def medsr(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "MedSRLib.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def assert_user_error(completed, fragment):
+    assert completed.returncode == 2, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medsr: error: "), completed.stderr
+    assert fragment in lines[0]
+
+
+@pytest.fixture
+def scan(tmp_path):
+    rng = np.random.default_rng(3)
+    array = (rng.random((6, 12, 10)) * 500).astype(np.int16)
+    path = tmp_path / "scan.nrrd"
+    write_volume(Volume(array, (0.9, 0.9, 3.0), (10, -20, 5), OBLIQUE), path)
+    return path
+
+
+def test_super_resolve_writes_the_corner_aligned_result(scan, tmp_path):
+    out = tmp_path / "out.nii.gz"
+    completed = medsr("super-resolve", scan, out, "--method", "bspline", "--scale", "1,1,3", "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    result = read_volume(out)
+    assert result.size == (10, 12, 18)
+    np.testing.assert_allclose(result.spacing, (0.9, 0.9, 1.0), atol=1e-5)
+    expected_origin = np.array([10, -20, 5]) + np.reshape(OBLIQUE, (3, 3)) @ np.array([0, 0, -1.0])
+    np.testing.assert_allclose(result.origin, expected_origin, atol=1e-4)
+    np.testing.assert_allclose(result.direction, OBLIQUE, atol=1e-5)
+
+
+def test_progress_lines_for_the_slicer_module(scan, tmp_path):
+    completed = medsr("super-resolve", scan, tmp_path / "out.nrrd", "--progress-lines")
+    from MedSRLib.process import parse_progress_line
+    progress = [parse_progress_line(line) for line in completed.stdout.splitlines()]
+    assert completed.returncode == 0 and progress and progress[-1] == (1, 1)
+
+
+def test_input_file_is_not_modified(scan, tmp_path):
+    before = scan.read_bytes()
+    medsr("super-resolve", scan, tmp_path / "out.nrrd", "--scale", "2", "--quiet")
+    assert scan.read_bytes() == before
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["--method", "magic"], "Unknown method"),
+    (["--scale", "1"], "above 1"),
+    (["--scale", "20"], "above 8"),
+    (["--memory-budget", "0.00001"], "budget"),
+])
+def test_bad_options_give_one_line_and_no_output(scan, tmp_path, arguments, fragment):
+    out = tmp_path / "out.nrrd"
+    assert_user_error(medsr("super-resolve", scan, out, *arguments), fragment)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nrrd"]
+
+
+def test_missing_input(tmp_path):
+    assert_user_error(medsr("super-resolve", tmp_path / "nope.nrrd", tmp_path / "out.nrrd"), "does not exist")
+
+
+def test_corrupt_input(tmp_path):
+    (tmp_path / "bad.nrrd").write_text("NRRD0004\ngarbage\n")
+    assert_user_error(medsr("super-resolve", tmp_path / "bad.nrrd", tmp_path / "out.nrrd"), "Could not read")
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+def test_2d_input(tmp_path):
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkUInt8), str(tmp_path / "flat.nrrd"))
+    assert_user_error(medsr("super-resolve", tmp_path / "flat.nrrd", tmp_path / "out.nrrd"), "2D")
+
+
+def test_nan_input(tmp_path):
+    array = np.random.default_rng(0).random((5, 5, 5)).astype(np.float32)
+    array[2, 2, 2] = np.nan
+    write_volume(Volume(array, (1, 1, 1)), tmp_path / "nan.nrrd")
+    assert_user_error(medsr("super-resolve", tmp_path / "nan.nrrd", tmp_path / "out.nrrd"), "NaN")
+
+
+def test_constant_input(tmp_path):
+    write_volume(Volume(np.ones((5, 5, 5), np.float32), (1, 1, 1)), tmp_path / "flat.nrrd")
+    assert_user_error(medsr("super-resolve", tmp_path / "flat.nrrd", tmp_path / "out.nrrd"), "constant")
+
+
+def test_label_map_input_warns_but_runs(tmp_path):
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[1:4, 1:4, 1:4] = 2
+    write_volume(Volume(labels, (1, 1, 1)), tmp_path / "labels.nrrd")
+    completed = medsr("super-resolve", tmp_path / "labels.nrrd", tmp_path / "out.nrrd", "--quiet")
+    assert completed.returncode == 0 and "label map" in completed.stderr
+
+
+def test_output_folder_missing(scan, tmp_path):
+    assert_user_error(medsr("super-resolve", scan, tmp_path / "missing" / "out.nrrd"), "does not exist")
+
+
+def test_output_over_input_is_refused(scan):
+    before = scan.read_bytes()
+    assert_user_error(medsr("super-resolve", scan, scan), "never overwrites")
+    assert scan.read_bytes() == before
+
+
+def test_degrade_then_evaluate(tmp_path):
+    rng = np.random.default_rng(0)
+    array = np.cumsum(rng.random((8, 8, 8)), axis=0).astype(np.float32)
+    write_volume(Volume(array, (1, 1, 1), (1, 2, 3)), tmp_path / "hr.nrrd")
+    assert medsr("degrade", tmp_path / "hr.nrrd", tmp_path / "lr.nrrd", "--factor", "2").returncode == 0
+    low = read_volume(tmp_path / "lr.nrrd")
+    assert low.size == (4, 4, 4)
+    np.testing.assert_allclose(low.spacing, (2, 2, 2))
+    np.testing.assert_allclose(low.origin, (1.5, 2.5, 3.5))
+    np.testing.assert_allclose(low.array[0, 0, 0], array[:2, :2, :2].mean(), rtol=1e-6)
+
+    thick = medsr("degrade", tmp_path / "hr.nrrd", tmp_path / "thick.nrrd", "--operator", "thick-slices",
+                  "--factor", "4", "--axis", "z")
+    assert thick.returncode == 0, thick.stderr
+    assert read_volume(tmp_path / "thick.nrrd").size == (8, 8, 2)
+
+    assert medsr("super-resolve", tmp_path / "lr.nrrd", tmp_path / "sr.nrrd", "--quiet").returncode == 0
+    completed = medsr("evaluate", tmp_path / "sr.nrrd", tmp_path / "hr.nrrd")
+    assert completed.returncode == 0, completed.stderr
+    metrics = json.loads(completed.stdout)
+    assert 10 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
+
+
+def test_methods_and_info(scan):
+    listing = json.loads(medsr("methods", "--json").stdout)
+    assert {"nearest", "linear", "bspline", "lanczos"} <= {m["name"] for m in listing["methods"]}
+    info = medsr("info", scan)
+    assert info.returncode == 0 and "thick axis" in info.stdout and "z, factor 3.3333" in info.stdout
