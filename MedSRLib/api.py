@@ -43,6 +43,7 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
 
     metadata = dict(volume.metadata)
     metadata.update(method=method, scale=list(scale_xyz), medsr_version=__version__,
-                    normalisation=normaliser.to_dict(), checkpoint_sha256=None, **settings.provenance)
+                    normalisation=normaliser.to_dict(), checkpoint_sha256=None)
+    metadata.update(settings.provenance)
     array = cast_output(normaliser.inverse(result), output_dtype, volume.array.dtype)
     return Volume(array, grid.spacing, grid.origin, grid.direction, metadata)

@@ -16,8 +16,9 @@ from .metrics import psnr
 from .simulate import simulate_low_resolution
 from .volume import read_volume, write_volume
 
-# The best method that ships for isotropic x2; cubic B-spline until a trained model beats it on held-out data.
-DEMO_METHOD = "bspline"
+# The best shipped method for isotropic x2 on held-out Colin27 (`python -m MedSRLib.evaluation`): Lanczos-3,
+# 33.83 dB against cubic B-spline's 33.54 dB, until a trained model beats both.
+DEMO_METHOD = "lanczos"
 SCALE = 2
 
 

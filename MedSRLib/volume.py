@@ -164,6 +164,10 @@ def write_volume(volume: Volume, path) -> None:
     os.close(handle)
     try:
         sitk.WriteImage(volume.to_sitk(), temporary, useCompression=extension != ".nii")
+        # mkstemp makes the file private (0600); give it the permissions a plain new file would get.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except (RuntimeError, OSError) as error:
         raise InputError(f"Could not write '{path}' ({str(error).strip().splitlines()[-1].strip()}).") from None
