@@ -27,6 +27,8 @@ except ModuleNotFoundError:
 LIBRARY_REQUIREMENTS = {"scipy": "scipy", "skimage": "scikit-image", "safetensors": "safetensors>=0.4",
                         "tqdm": "tqdm"}
 DEVICES = ("auto", "cuda", "mps", "cpu")
+# The torch MedSR is tested with, pinned in every install path (pyproject, CI, here); PyTorchUtils picks the CUDA build.
+TORCH_REQUIREMENT = "==2.13.0"
 METRIC_ROWS = (("psnr", "PSNR (dB)"), ("psnr_foreground", "PSNR foreground (dB)"), ("ssim", "SSIM"),
                ("nrmse", "NRMSE"))
 COMPARE_LAYOUT_ID = 50721  # any number unused by Slicer's built-in layouts
@@ -81,7 +83,8 @@ def ensurePyTorch():
         raise MedSRError("Learned methods need PyTorch: install the PyTorch extension from the Extensions Manager, "
                          "restart Slicer and try again.") from None
     torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    if not torchLogic.torchInstalled() and torchLogic.installTorch(askConfirmation=True) is None:
+    if not torchLogic.torchInstalled() and torchLogic.installTorch(
+            askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
         raise MedSRError("Learned methods need PyTorch, whose installation was declined; choose an interpolation "
                          "method or click Super-resolve again to install it.")
 

@@ -8,10 +8,15 @@ from MedSRLib.volume import read_volume
 
 
 @pytest.fixture(scope="session")
-def colin27() -> np.ndarray:
-    """The Colin27 volume (uint8, k, j, i) from the data cache; skipped when the cache lacks it."""
+def colin27_path():
+    """Colin27's file in the data cache; skipped when the cache lacks it."""
     try:
-        path = dataset_path("colin27")
+        return dataset_path("colin27")
     except InputError:
         pytest.skip("Colin27 is not in the data cache (run `medsr fetch-data` or `python -m MedSRLib.data colin27`).")
-    return read_volume(path).array
+
+
+@pytest.fixture(scope="session")
+def colin27(colin27_path) -> np.ndarray:
+    """The Colin27 volume (uint8, k, j, i)."""
+    return read_volume(colin27_path).array

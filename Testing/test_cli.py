@@ -145,3 +145,24 @@ def test_methods_and_info(scan):
     assert {"nearest", "linear", "bspline", "lanczos"} <= {m["name"] for m in listing["methods"]}
     info = medsr("info", scan)
     assert info.returncode == 0 and "thick axis" in info.stdout and "z, factor 3.3333" in info.stdout
+
+
+@pytest.mark.parametrize("oblique", [False, True], ids=["as-shipped", "oblique"])
+def test_bspline_x2_on_colin27(colin27_path, tmp_path, oblique):
+    """The acceptance case: half spacing, doubled size, corner-aligned origin, unchanged direction."""
+    source = read_volume(colin27_path)
+    if oblique:
+        source.direction = OBLIQUE
+        source.origin = (12.5, -30.25, 7.0)
+        colin27_path = tmp_path / "colin27_oblique.nrrd"
+        write_volume(source, colin27_path)
+    out = tmp_path / "colin27_x2.nii"
+    completed = medsr("super-resolve", colin27_path, out, "--method", "bspline", "--scale", "2", "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    result = read_volume(out)
+    assert result.size == tuple(2 * n for n in source.size) == (362, 434, 362)
+    np.testing.assert_allclose(result.spacing, np.array(source.spacing) / 2, atol=1e-6)
+    matrix = np.reshape(source.direction, (3, 3))
+    expected_origin = np.array(source.origin) + matrix @ (-np.array(source.spacing) / 4)
+    np.testing.assert_allclose(result.origin, expected_origin, atol=1e-4)
+    np.testing.assert_allclose(result.direction, source.direction, atol=1e-6)
