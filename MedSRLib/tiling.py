@@ -47,7 +47,7 @@ class TilingOptions:
     ``patch`` and ``stride`` are one int or one value per window axis (3 in 3D mode; in 2D mode 2, for the in-plane
     axes in array order); ``stride=None`` means a 25 % overlap. ``memory_budget_gb=None`` disables the memory check.
     ``activation_factor`` is the model's peak activation memory per output voxel of a window, in float32 values,
-    used only by :func:`estimate_memory`.
+    used only by :func:`estimate_memory`; the default fits a 16-feature RRDB ×2 on the CPU (about 90 measured).
     """
     patch: IntOrTriple = 64
     stride: Optional[IntOrTriple] = None
@@ -58,7 +58,7 @@ class TilingOptions:
     slice_axis: int = 0
     autocast: bool = True
     memory_budget_gb: Optional[float] = None
-    activation_factor: float = 64.0
+    activation_factor: float = 96.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -296,7 +296,11 @@ def run_tiled(model: torch.nn.Module, image: np.ndarray, factors: Sequence[int],
     report(0, len(windows), progress, cancel)
     done = 0
     with torch.inference_mode():
-        stitcher = _Stitcher(grid, options.blend, placement.stitch)
+        try:
+            stitcher = _Stitcher(grid, options.blend, placement.stitch)
+        except torch.cuda.OutOfMemoryError:  # the output does not fit beside the model: stitch in host memory
+            placement.stitch = torch.device("cpu")
+            stitcher = _Stitcher(grid, options.blend, placement.stitch)
         while done < len(windows):
             batch = windows[done:done + placement.batch_size]
             try:

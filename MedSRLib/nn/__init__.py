@@ -28,7 +28,7 @@ def build_network(name: str, params: dict) -> torch.nn.Module:
         raise CheckpointError(f"Checkpoint names an unknown architecture '{name}'; known: {', '.join(sorted(_ARCHITECTURES))}.")
     try:
         return _ARCHITECTURES[name](**params)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise CheckpointError(f"Checkpoint hyper-parameters do not fit architecture '{name}' ({error}).") from None
 
 
