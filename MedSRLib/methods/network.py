@@ -18,6 +18,11 @@ class NetworkMethod(Method):
     # Peak activation memory per output voxel of a window, in float32 values, for the engine's memory estimate.
     activation_factor = 64.0
 
+    def network_input(self, image, scale_xyz, settings: RunSettings):
+        """The array the network is tiled over and its whole factor per array axis. A network that works on the
+        output grid (DCSRN) overrides this to interpolate first and return factors (1, 1, 1)."""
+        return image, tuple(int(round(f)) for f in array_factors(scale_xyz))
+
     def run(self, image, scale_xyz, spacing, settings: RunSettings):
         from ..catalog import default_model_for, find_model
         from ..checkpoints import check_compatible, load_model
@@ -33,13 +38,13 @@ class NetworkMethod(Method):
             source = entry.name
         model, metadata = load_model(source)
         check_compatible(metadata, self.name, scale_xyz)
+        network_image, factors = self.network_input(image, scale_xyz, settings)
         options = TilingOptions(
             patch=settings.patch or self.default_patch, stride=settings.stride or self.default_stride,
             blend=settings.blend, batch_size=settings.batch_size, device=settings.device,
             mode="2d" if self.kind == MethodKind.SLICE_2D else "3d", slice_axis=self.slice_axis,
             memory_budget_gb=settings.memory_budget_gb, activation_factor=self.activation_factor)
-        factors = tuple(int(round(f)) for f in array_factors(scale_xyz))
-        result = run_tiled(model, image, factors, options, settings.progress, settings.cancel)
+        result = run_tiled(model, network_image, factors, options, settings.progress, settings.cancel)
         sha256 = file_sha256(source) if Path(source).is_file() else find_model(source).sha256
         settings.provenance.update(checkpoint=str(source), checkpoint_sha256=sha256)
         return result

