@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--output-dtype", default="float32", choices=["float32", "input"],
                     help="float32 (default) or the input's type, rounded and clamped")
     sr.add_argument("--metadata-json", help="also write the result's provenance (method, scale, checkpoint) as JSON")
+    per_scan = sr.add_argument_group("per-scan methods (smore, clade)")
+    per_scan.add_argument("--budget-seconds", type=float, help="training time budget (default: the method's)")
+    per_scan.add_argument("--iterations", type=int, help="training iterations (with a time budget, whichever ends first)")
+    per_scan.add_argument("--save-model", help="keep the model trained on this scan (.safetensors), for --checkpoint")
+    per_scan.add_argument("--slice-profile", dest="profile", choices=["box", "gaussian"], help="smore: slice profile")
+    per_scan.add_argument("--slice-gap", dest="gap", type=float, help="smore: gap between slices in mm")
+    per_scan.add_argument("--force-scale", action="store_true", default=None,
+                          help="trust --scale over the spacing (e.g. for an isotropic volume)")
     add_progress_arguments(sr)
     sr.set_defaults(run=run_super_resolve)
 
@@ -113,7 +121,7 @@ def int_list(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer or comma-separated integers") from None
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' must be positive")
-    return tuple(values)
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def float_list(text):
@@ -161,12 +169,18 @@ def run_super_resolve(args):
             volume, args.method, args.scale, patch=args.patch, stride=args.stride, blend=args.blend,
             batch_size=args.batch, device=args.device, checkpoint=args.checkpoint,
             memory_budget_gb=args.memory_budget_gb or DEFAULT_MEMORY_BUDGET_GB, normalisation=args.normalisation,
-            window=args.window, output_dtype=args.output_dtype, progress=progress)
+            window=args.window, output_dtype=args.output_dtype, progress=progress, **per_scan_options(args))
     write_volume(result, args.output)
     if args.metadata_json:
         with open(args.metadata_json, "w", encoding="utf-8") as stream:
             json.dump(result.metadata, stream, indent=2)
     print(f"wrote {args.output}: size {result.size}, spacing {format_triple(result.spacing)} mm", file=sys.stderr)
+
+
+def per_scan_options(args):
+    """The per-scan options the user gave (methods other than smore and clade ignore them)."""
+    names = ("budget_seconds", "iterations", "save_model", "profile", "gap", "force_scale")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def run_degrade(args):

@@ -49,7 +49,7 @@ def colin27_rows(methods, scales, options):
             scores.update(settings.provenance)
             row[method] = scores
             print(f"thick ×{scale} {method}: {scores['psnr']:.2f} / {scores['psnr_foreground']:.2f} / "
-                  f"{scores['ssim']:.4f} in {scores['seconds']:.0f} s", file=sys.stderr, flush=True)
+                  f"{scores['ssim']:.4f} in {scores['seconds']:.0f} s {settings.provenance}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -82,8 +82,8 @@ def markdown(rows, methods, itk):
     if itk:
         lines += ["", "| ITK T1 2×2×3 mm → 2 mm | " + " | ".join(itk["methods"]) + " |",
                   "|---|" + "---|" * len(itk["methods"])]
-        for key, label in (("edge_sharpness", "edge sharpness across slices (mm⁻¹)"), ("piqe", "PIQE (lower better)"),
-                           ("seconds", "run time (s)")):
+        for key, label in (("edge_sharpness", "edge sharpness across slices (mm⁻¹)"),
+                           ("piqe", "PIQE (lower better)"), ("seconds", "run time (s)")):
             lines.append(f"| {label} | " + " | ".join(f"{scores[key]:.3f}" if key == "edge_sharpness" else
                                                    f"{scores[key]:.1f}" for scores in itk["methods"].values()) + " |")
     return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""CLADE: demodulated convs, the generator and critic, the Sobel gradient-mapping loss, and per-scan runs."""
+import numpy as np
+import pytest
+import torch
+
+import MedSRLib
+from MedSRLib.errors import InputError
+from MedSRLib.geometry import output_grid
+from MedSRLib.nn.cyclegan import (CladeGenerator, DemodulatedConv2d, PatchDiscriminator, gradient_mapping_loss,
+                                  sobel_gradients)
+from MedSRLib.volume import Volume
+
+OBLIQUE = tuple(np.array([[1.0, 0.0, 0.0], [0.0, 0.6, -0.8], [0.0, 0.8, 0.6]]).ravel())
+
+
+def test_demodulation_normalises_each_output_channel_separately():
+    conv = DemodulatedConv2d(2, 2, kernel_size=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[2.0, 0.0], [3.0, 4.0]]).reshape(2, 2, 1, 1))
+        conv.bias.copy_(torch.tensor([0.5, -1.0]))
+    # Channel 0: 2 / √4 = 1 and 0; channel 1: (3, 4) / √25 = (0.6, 0.8); the 1e-8 is below float precision here.
+    torch.testing.assert_close(conv.demodulated_weight().flatten(1), torch.tensor([[1.0, 0.0], [0.6, 0.8]]))
+    x = torch.randn(1, 2, 4, 5)
+    expected = torch.stack([x[0, 0] + 0.5, 0.6 * x[0, 0] + 0.8 * x[0, 1] - 1.0])[None]
+    torch.testing.assert_close(conv(x), expected)
+    with torch.no_grad():
+        conv.weight[1].mul_(7.0)  # a channel's scale does not matter, and does not leak into the other channel
+    torch.testing.assert_close(conv(x), expected)
+
+
+def test_demodulated_3x3_weights_have_unit_norm_per_output_channel():
+    conv = DemodulatedConv2d(3, 5, kernel_size=3)
+    norms = conv.demodulated_weight().pow(2).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(norms, torch.ones(5))
+
+
+def test_sobel_gradient_mapping_loss_on_a_vertical_step_edge():
+    step = torch.zeros(1, 1, 6, 6)
+    step[..., 3:] = 1.0
+    along_columns, along_rows = sobel_gradients(step)
+    # The x kernel sums (1 + 2 + 1) × the unit step on the two columns beside the edge, and 0 elsewhere.
+    expected = torch.zeros(1, 1, 6, 6)
+    expected[..., 2:4] = 4.0
+    torch.testing.assert_close(along_columns, expected)
+    torch.testing.assert_close(along_rows, torch.zeros(1, 1, 6, 6))
+    assert gradient_mapping_loss(torch.zeros_like(step), step).item() == pytest.approx(4 * 12 / 36)
+    assert gradient_mapping_loss(step + 0.25, step).item() == pytest.approx(0.0, abs=1e-6)  # offsets have no gradient
+
+
+def test_generator_starts_as_the_identity_on_any_size_and_the_critic_scores_patches():
+    generator = CladeGenerator(features=4, blocks=2)
+    x = torch.randn(2, 1, 18, 13)
+    torch.testing.assert_close(generator(x), x)
+    with torch.no_grad():
+        generator.output_gain.fill_(1.0)
+    assert generator(x).shape == x.shape
+    assert PatchDiscriminator(features=4)(torch.randn(3, 1, 32, 32)).shape == (3, 1, 2, 2)
+
+
+def test_tiny_clade_run_lands_on_the_output_grid_and_its_saved_model_reproduces_it(tmp_path):
+    from scipy import ndimage
+    array = ndimage.gaussian_filter(np.random.default_rng(0).random((32, 16, 32)), 1.5).astype(np.float32)
+    volume = Volume(array * 100, spacing=(1.0, 2.0, 1.0), origin=(1.0, 2.0, 3.0), direction=OBLIQUE)
+    model = tmp_path / "clade.safetensors"
+    result = MedSRLib.super_resolve(volume, "clade", (1, 2, 1), iterations=2, features=4, save_model=str(model))
+    grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, (1, 2, 1))
+    assert result.array.shape == grid.shape == (32, 32, 32)
+    np.testing.assert_allclose(result.origin, grid.origin)
+    np.testing.assert_allclose(result.direction, OBLIQUE)
+    reused = MedSRLib.super_resolve(volume, "clade", (1, 2, 1), checkpoint=str(model))
+    np.testing.assert_array_equal(reused.array, result.array)
+
+
+def test_clade_refuses_isotropic_input_and_bad_options():
+    volume = Volume(np.random.default_rng(0).random((12, 20, 24)).astype(np.float32), spacing=(1.0, 1.0, 1.0),
+                    origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
+    with pytest.raises(InputError, match="isotropic"):
+        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1)
+    with pytest.raises(InputError, match="features"):
+        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1, force_scale=True, features=1.5)
+    with pytest.raises(InputError, match="needs through-plane and in-plane slices at least"):
+        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1, force_scale=True)

@@ -1,0 +1,178 @@
+"""SMORE and the per-scan machinery it shares with CLADE: thick-axis planning, training pairs, the refinement network,
+budgets, end-to-end geometry, saved-model reuse and the bad-input messages."""
+import numpy as np
+import pytest
+import torch
+
+import MedSRLib
+from MedSRLib.errors import Cancelled, CheckpointError, InputError
+from MedSRLib.geometry import output_grid
+from MedSRLib.methods.spline_interpolation import corner_aligned_resample
+from MedSRLib.nn.edsr2d import EDSR2d, fold_rows, unfold_rows
+from MedSRLib.per_scan import (Budget, PatchSampler, ThroughPlane, degraded_pairs, plan_through_plane,
+                               train_with_budget)
+from MedSRLib.volume import Volume
+
+OBLIQUE = tuple(np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]]).ravel())
+
+
+def smooth_volume(shape, seed=0):
+    """A blobby positive test image in (k, j, i) order."""
+    from scipy import ndimage
+    noise = np.random.default_rng(seed).random(shape)
+    return ndimage.gaussian_filter(noise, 1.5).astype(np.float32) * 100
+
+
+def thick_volume(slices=10, rows=24, columns=20, thickness=3.0, direction=OBLIQUE):
+    return Volume(smooth_volume((slices, rows, columns)), spacing=(1.0, 1.0, thickness), origin=(5.0, -3.0, 2.0),
+                  direction=direction)
+
+
+# --- thick axis and factor ------------------------------------------------------------------------------------------
+
+def test_plan_takes_the_thick_axis_and_non_integer_factor_from_the_scale_checked_against_spacing():
+    plan = plan_through_plane("smore", (40, 256, 256), (1, 1, 6.25), (0.8, 0.8, 5.0))
+    assert (plan.axis, plan.factor, plan.in_plane_axes) == (0, 6.25, (1, 2))
+    assert plan.output_spacing == pytest.approx(0.8)
+    sagittal = plan_through_plane("smore", (64, 64, 20), (3, 1, 1), (3.0, 1.0, 1.0))
+    assert (sagittal.axis, sagittal.factor) == (2, 3.0)
+
+
+def test_a_scale_that_does_not_restore_the_in_plane_spacing_is_refused_with_the_right_scale():
+    with pytest.raises(InputError, match=r"give the scale 1×1×4, not 1×1×2"):
+        plan_through_plane("smore", (40, 64, 64), (1, 1, 2), (1.0, 1.0, 4.0))
+    with pytest.raises(InputError, match=r"give the scale 1×1×4, not 4×1×1"):
+        plan_through_plane("smore", (40, 64, 64), (4, 1, 1), (1.0, 1.0, 4.0))
+    with pytest.raises(InputError, match="one thick axis"):
+        plan_through_plane("smore", (40, 64, 64), (2, 2, 2), (1.0, 1.0, 4.0))
+
+
+def test_an_isotropic_volume_has_nothing_to_learn_from_unless_the_scale_is_forced():
+    with pytest.raises(InputError, match="isotropic.*nothing|isotropic.*no finer detail"):
+        plan_through_plane("smore", (40, 64, 64), (1, 1, 2), (1.0, 1.0, 1.0))
+    assert plan_through_plane("smore", (40, 64, 64), (1, 1, 2), (1.0, 1.0, 1.0), force_scale=True).factor == 2
+
+
+def test_too_few_in_plane_slices_or_too_small_slices_are_refused():
+    with pytest.raises(InputError, match="at least 8 of them, but this volume has 5 along z"):
+        plan_through_plane("smore", (5, 64, 64), (1, 1, 4), (1.0, 1.0, 4.0))
+    with pytest.raises(InputError, match="at least 16 voxels a side"):
+        plan_through_plane("smore", (20, 12, 64), (1, 1, 4), (1.0, 1.0, 4.0))
+
+
+# --- training pairs -------------------------------------------------------------------------------------------------
+
+def test_degraded_pairs_apply_the_slice_profile_computed_by_hand_then_the_bspline():
+    image = smooth_volume((8, 12, 10), seed=1)
+    plan = ThroughPlane(axis=0, factor=3.0, output_spacing=1.0)
+    (rows_input, rows_target), (columns_input, columns_target) = degraded_pairs(image, plan, "box", gap=1.0)
+    # Thickness 3 − 1 = 2 voxels centred on voxel 3m + 1: all of it, and half of each neighbour.
+    by_hand = 0.25 * image[:, 0:12:3] + 0.5 * image[:, 1:12:3] + 0.25 * image[:, 2:12:3]
+    expected = corner_aligned_resample(by_hand, (1, 3, 1), order=3)
+    np.testing.assert_allclose(rows_input, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(rows_target, image)
+    # Columns: 10 voxels hold 3 thick samples covering 9; the stack is transposed so the degraded axis is first.
+    by_hand = 0.25 * image[:, :, 0:9:3] + 0.5 * image[:, :, 1:9:3] + 0.25 * image[:, :, 2:9:3]
+    expected = corner_aligned_resample(by_hand, (3, 1, 1), order=3).transpose(0, 2, 1)
+    np.testing.assert_allclose(columns_input, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(columns_target, image[:, :, :9].transpose(0, 2, 1))
+
+
+def test_patch_sampler_cuts_inputs_and_targets_at_the_same_foreground_places():
+    inputs = np.zeros((3, 20, 30), np.float32)
+    inputs[1, 5:15, 10:20] = 1.0
+    sampler = PatchSampler([(inputs, inputs * 2)], size=8, seed=0)
+    patch_inputs, patch_targets = sampler.batch(6)
+    assert patch_inputs.shape == (6, 1, 8, 8)
+    torch.testing.assert_close(patch_targets, patch_inputs * 2)
+    assert (patch_inputs.flatten(1).max(dim=1).values == 1).all()
+    assert PatchSampler([(inputs,)], size=64).size == 20
+
+
+# --- network and budget ---------------------------------------------------------------------------------------------
+
+def test_refinement_network_starts_as_the_identity_and_folds_rows_reversibly():
+    x = torch.randn(2, 1, 13, 9)
+    torch.testing.assert_close(EDSR2d(features=8, blocks=2, fold=4)(x), x)
+    even = torch.randn(2, 1, 12, 5)
+    folded = fold_rows(even, 4)
+    assert folded.shape == (2, 4, 3, 5)
+    torch.testing.assert_close(folded[:, 1, 2], even[:, 0, 9])
+    torch.testing.assert_close(unfold_rows(folded), even)
+
+
+def test_budget_stops_at_the_iteration_limit_and_reports_progress_and_cancel():
+    spent, reports = [], []
+    record = train_with_budget(lambda fraction: spent.append(fraction) or 0.5, Budget(iterations=4),
+                               progress=lambda done, total: reports.append((done, total)))
+    assert record.iterations == 4 and record.final_loss == 0.5
+    assert spent == [0, 0.25, 0.5, 0.75]
+    assert reports[0] == (0, 1000) and reports[-1] == (750, 1000)
+    with pytest.raises(Cancelled):
+        train_with_budget(lambda fraction: 0.0, Budget(seconds=60), cancel=lambda: True)
+    with pytest.raises(InputError, match="positive integer"):
+        Budget.from_options({"iterations": 0}, 60)
+
+
+# --- end to end -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("thickness", [3.0, 2.5])
+def test_tiny_budget_run_lands_on_the_output_grid_of_an_oblique_scan(thickness):
+    volume = thick_volume(thickness=thickness)
+    scale = (1, 1, thickness)
+    progress = []
+    result = MedSRLib.super_resolve(volume, "smore", scale, iterations=2,
+                                    progress=lambda done, total: progress.append((done, total)))
+    grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale)
+    assert result.array.shape == grid.shape == (round(10 * thickness), 24, 20)
+    np.testing.assert_allclose(result.spacing, grid.spacing)
+    np.testing.assert_allclose(result.origin, grid.origin)
+    np.testing.assert_allclose(result.direction, OBLIQUE)
+    assert np.isfinite(result.array).all()
+    assert result.metadata["method"] == "smore" and result.metadata["per_scan_training"]["iterations"] == 2
+    assert progress[-1] == (1000, 1000)
+
+
+def test_a_saved_per_scan_model_reproduces_the_run_that_saved_it(tmp_path):
+    volume = thick_volume()
+    model = tmp_path / "smore_1x1x3.safetensors"
+    saved_run = MedSRLib.super_resolve(volume, "smore", (1, 1, 3), iterations=3, save_model=str(model))
+    reused = MedSRLib.super_resolve(volume, "smore", (1, 1, 3), checkpoint=str(model))
+    np.testing.assert_array_equal(reused.array, saved_run.array)
+    assert reused.metadata["checkpoint_sha256"] and "per_scan_training" not in reused.metadata
+    _, metadata = MedSRLib.load_model(str(model))
+    assert metadata["method"] == "smore" and metadata["training"]["config"]["slice_factor"] == 3
+    with pytest.raises(CheckpointError, match="scales"):
+        MedSRLib.super_resolve(thick_volume(thickness=4.0), "smore", (1, 1, 4), checkpoint=str(model))
+
+
+def test_bad_input_messages_through_super_resolve(tmp_path):
+    isotropic = thick_volume(thickness=1.0)
+    with pytest.raises(InputError, match="isotropic"):
+        MedSRLib.super_resolve(isotropic, "smore", (1, 1, 2), iterations=1)
+    forced = MedSRLib.super_resolve(isotropic, "smore", (1, 1, 2), iterations=1, force_scale=True)
+    assert forced.array.shape == (20, 24, 20)
+    with pytest.raises(InputError, match="at least 8"):
+        MedSRLib.super_resolve(thick_volume(slices=6), "smore", (1, 1, 3), iterations=1)
+    with pytest.raises(InputError, match="no option 'budget'"):
+        MedSRLib.super_resolve(thick_volume(), "smore", (1, 1, 3), budget=5)
+    with pytest.raises(InputError, match="must end in .safetensors"):
+        MedSRLib.super_resolve(thick_volume(), "smore", (1, 1, 3), iterations=1, save_model=str(tmp_path / "m.pt"))
+    with pytest.raises(InputError, match="profile"):
+        MedSRLib.super_resolve(thick_volume(), "smore", (1, 1, 3), iterations=1, profile="triangle")
+
+
+def test_command_line_trains_saves_and_reuses_a_per_scan_model(tmp_path):
+    from MedSRLib.cli import main
+    from MedSRLib.volume import read_volume, write_volume
+    write_volume(thick_volume(), tmp_path / "thick.nrrd")
+    model = tmp_path / "model.safetensors"
+    common = ["--method", "smore", "--scale", "1,1,3", "--quiet"]
+    assert main(["super-resolve", str(tmp_path / "thick.nrrd"), str(tmp_path / "trained.nrrd"), *common,
+                 "--iterations", "2", "--budget-seconds", "60", "--slice-profile", "gaussian",
+                 "--save-model", str(model)]) == 0
+    assert main(["super-resolve", str(tmp_path / "thick.nrrd"), str(tmp_path / "reused.nrrd"), *common,
+                 "--checkpoint", str(model)]) == 0
+    trained, reused = read_volume(tmp_path / "trained.nrrd"), read_volume(tmp_path / "reused.nrrd")
+    assert trained.array.shape == (30, 24, 20)
+    np.testing.assert_array_equal(reused.array, trained.array)
