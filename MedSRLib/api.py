@@ -4,7 +4,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ._version import __version__
-from .geometry import ScaleLike, output_grid, parse_scale
+from .errors import InputError
+from .geometry import ScaleLike, detect_thick_axis, format_scale, output_grid, parse_scale
 from .intensity import Normaliser, cast_output
 from .methods import RunSettings, get_method
 from .methods.base import DEFAULT_MEMORY_BUDGET_GB
@@ -22,12 +23,13 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
                   **method_options) -> Volume:
     """Super-resolve ``volume`` by ``scale`` (one number, or one per (x, y, z) axis) with a registered method.
 
+    ``scale="auto"`` makes an anisotropic volume isotropic: the thick axis and its factor come from the spacing.
     Returns a new Volume on the corner-aligned output grid (spacing / scale, size · scale, same direction); the input is
     never modified. Patch and stride are in input voxels. Raises a :class:`MedSRLib.errors.MedSRError` for bad input.
     """
     validate_volume(volume)
     chosen = get_method(method)
-    scale_xyz = parse_scale(scale)
+    scale_xyz = parse_scale(thick_axis_scale(volume) if scale == "auto" else scale)
     chosen.check_scale(scale_xyz)
     grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale_xyz)
     settings = RunSettings(patch=patch, stride=stride, blend=blend, batch_size=batch_size, device=device,
@@ -47,3 +49,12 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
     metadata.update(settings.provenance)
     array = cast_output(normaliser.inverse(result), output_dtype, volume.array.dtype)
     return Volume(array, grid.spacing, grid.origin, grid.direction, metadata)
+
+
+def thick_axis_scale(volume: Volume):
+    """The (x, y, z) scale that gives an anisotropic volume the in-plane spacing along its thick axis."""
+    thick = detect_thick_axis(volume.spacing)
+    if thick is None:
+        raise InputError(f"The volume is isotropic (spacing {format_scale(volume.spacing)} mm), so there is no thick axis "
+                         "to detect; give the scale explicitly.")
+    return thick.scale()

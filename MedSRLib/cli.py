@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("input")
     sr.add_argument("output", help="output file (.nrrd, .nii, .nii.gz, .mha)")
     sr.add_argument("--method", default="bspline", help="a method from `medsr methods` (default bspline)")
-    sr.add_argument("--scale", default="2", help="one factor or SX,SY,SZ per physical axis, e.g. 1,1,3 (default 2)")
+    sr.add_argument("--scale", help="one factor, SX,SY,SZ per physical axis (e.g. 1,1,3), or auto: the thick axis and "
+                                    "factor from the spacing (default: auto for per-scan methods, else 2)")
     sr.add_argument("--checkpoint", help="checkpoint file or shipped model name for learned methods")
     sr.add_argument("--patch", type=int_list, help="patch size in input voxels: N or NZ,NY,NX (array order)")
     sr.add_argument("--stride", type=int_list, help="stride in input voxels: N or NZ,NY,NX")
@@ -158,15 +159,17 @@ def progress_reporter(args, description):
 
 def run_super_resolve(args):
     from .api import super_resolve
+    from .methods import MethodKind, get_method
     from .methods.base import DEFAULT_MEMORY_BUDGET_GB
     from .volume import check_output_path, read_volume, write_volume
 
     refuse_overwriting_input(args.input, args.output)
     check_output_path(args.output)
     volume = read_volume(args.input)
-    with progress_reporter(args, f"{args.method} ×{args.scale}") as progress:
+    scale = args.scale or ("auto" if get_method(args.method).kind == MethodKind.PER_SCAN else "2")
+    with progress_reporter(args, f"{args.method} ×{scale}") as progress:
         result = super_resolve(
-            volume, args.method, args.scale, patch=args.patch, stride=args.stride, blend=args.blend,
+            volume, args.method, scale, patch=args.patch, stride=args.stride, blend=args.blend,
             batch_size=args.batch, device=args.device, checkpoint=args.checkpoint,
             memory_budget_gb=args.memory_budget_gb or DEFAULT_MEMORY_BUDGET_GB, normalisation=args.normalisation,
             window=args.window, output_dtype=args.output_dtype, progress=progress, **per_scan_options(args))

@@ -92,3 +92,15 @@ def test_list_methods_has_the_interpolation_baselines():
     names = {method["name"]: method for method in MedSRLib.list_methods()}
     assert {"nearest", "linear", "bspline", "lanczos"} <= set(names)
     assert names["bspline"]["kind"] == "interpolation" and names["bspline"]["scales"] == "any"
+
+
+def test_auto_scale_restores_the_in_plane_spacing_along_the_thick_axis():
+    volume = make_volume(shape=(8, 10, 12), spacing=(0.8, 0.8, 2.4))
+    result = MedSRLib.super_resolve(volume, "linear", "auto")
+    np.testing.assert_allclose(result.spacing, (0.8, 0.8, 0.8))
+    assert result.size == (12, 10, 24)
+
+
+def test_auto_scale_on_an_isotropic_volume_is_refused():
+    with pytest.raises(InputError, match="isotropic"):
+        MedSRLib.super_resolve(make_volume(spacing=(1, 1, 1)), "linear", "auto")

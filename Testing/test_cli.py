@@ -166,3 +166,15 @@ def test_bspline_x2_on_colin27(colin27_path, tmp_path, oblique):
     expected_origin = np.array(source.origin) + matrix @ (-np.array(source.spacing) / 4)
     np.testing.assert_allclose(result.origin, expected_origin, atol=1e-4)
     np.testing.assert_allclose(result.direction, source.direction, atol=1e-6)
+
+
+def test_per_scan_method_detects_the_thick_axis_when_no_scale_is_given(tmp_path):
+    rng = np.random.default_rng(5)
+    array = (rng.random((9, 24, 20)) * 300).astype(np.int16)
+    write_volume(Volume(array, (1.0, 1.0, 4.0), (0, 0, 0), OBLIQUE), tmp_path / "thick.nrrd")
+    completed = medsr("super-resolve", tmp_path / "thick.nrrd", tmp_path / "iso.nrrd", "--method", "smore",
+                      "--iterations", "2", "--quiet")
+    assert completed.returncode == 0, completed.stderr
+    result = read_volume(tmp_path / "iso.nrrd")
+    assert result.size == (20, 24, 36)
+    np.testing.assert_allclose(result.spacing, (1, 1, 1), atol=1e-6)
