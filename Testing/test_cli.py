@@ -1,6 +1,5 @@
 """The ``medsr`` command as a user runs it: results on disk, and one clear line plus exit 2 for bad input."""
 import json
-import os
 import subprocess
 import sys
 
