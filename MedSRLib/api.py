@@ -29,6 +29,7 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
     """
     validate_volume(volume)
     chosen = get_method(method)
+    chosen.check_options(method_options)
     scale_xyz = parse_scale(thick_axis_scale(volume) if scale == "auto" else scale)
     chosen.check_scale(scale_xyz)
     grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale_xyz)

@@ -181,7 +181,7 @@ def run_super_resolve(args):
 
 
 def per_scan_options(args):
-    """The per-scan options the user gave (methods other than smore and clade ignore them)."""
+    """The per-scan options the user gave; super_resolve refuses them for methods that take none."""
     names = ("budget_seconds", "iterations", "save_model", "profile", "gap", "force_scale")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 

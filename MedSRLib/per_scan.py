@@ -46,7 +46,6 @@ TRAINING_SHARE = 0.85
 # Patches are centred on voxels brighter than this (normalised intensity), so training does not see mostly air.
 FOREGROUND_LEVEL = 0.1
 MAX_PATCH_CENTRES = 500_000
-COMMON_OPTIONS = ("budget_seconds", "iterations", "save_model", "force_scale", "both_orientations", "seed")
 
 
 @dataclass(frozen=True)
@@ -315,16 +314,12 @@ def run_per_scan(method, image: np.ndarray, scale_xyz: Sequence[float], spacing:
     """What every per-scan method's ``run`` does: check the input, train on the scan (or load ``settings.checkpoint``),
     optionally save the model, and refine the B-spline-interpolated through-plane slices.
 
-    ``method`` is a registered Method with ``option_names``, ``default_budget_seconds``, ``default_both_orientations``,
-    ``default_patch`` / ``default_stride`` (2D, None: whole slices), ``activation_factor`` and
+    ``method`` is a registered Method (super_resolve has checked its options) with ``default_budget_seconds``,
+    ``default_both_orientations``, ``default_patch`` / ``default_stride`` (2D, None: whole slices), ``activation_factor`` and
     ``train(image, interpolated, plan, options, budget, device, progress, cancel)`` returning a :class:`TrainedModel`
     (``interpolated``: the scan on the output grid).
     """
     options = dict(settings.options)
-    known = COMMON_OPTIONS + method.option_names
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise InputError(f"Method '{method.name}' has no option '{unknown[0]}'; its options are {', '.join(known)}.")
     plan = plan_through_plane(method.name, image.shape, scale_xyz, spacing, bool(options.get("force_scale")))
     if options.get("save_model") and not str(options["save_model"]).endswith(CHECKPOINT_SUFFIX):
         raise InputError(f"The per-scan model file '{options['save_model']}' must end in {CHECKPOINT_SUFFIX}.")

@@ -104,3 +104,10 @@ def test_auto_scale_restores_the_in_plane_spacing_along_the_thick_axis():
 def test_auto_scale_on_an_isotropic_volume_is_refused():
     with pytest.raises(InputError, match="isotropic"):
         MedSRLib.super_resolve(make_volume(spacing=(1, 1, 1)), "linear", "auto")
+
+
+def test_an_option_the_method_does_not_take_is_refused():
+    with pytest.raises(InputError, match="'bspline' has no option 'iterations'"):
+        MedSRLib.super_resolve(make_volume(), "bspline", 2, iterations=5)
+    with pytest.raises(InputError, match="'smore' has no option 'features'"):
+        MedSRLib.super_resolve(make_volume(), "smore", "1,1,3", features=8)

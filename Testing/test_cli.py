@@ -177,3 +177,9 @@ def test_per_scan_method_detects_the_thick_axis_when_no_scale_is_given(tmp_path)
     result = read_volume(tmp_path / "iso.nrrd")
     assert result.size == (20, 24, 36)
     np.testing.assert_allclose(result.spacing, (1, 1, 1), atol=1e-6)
+
+
+def test_per_scan_option_for_an_interpolation_method(scan, tmp_path):
+    out = tmp_path / "out.nrrd"
+    assert_user_error(medsr("super-resolve", scan, out, "--method", "bspline", "--iterations", "3"), "has no option")
+    assert not out.exists()

@@ -49,6 +49,10 @@ class RunSettings:
                 "budget; crop the volume, lower the scale, or raise the budget (--memory-budget / MEDSR_MEMORY_BUDGET_GB).")
 
 
+# Options every per-scan (self-supervised) method takes, beside its own.
+PER_SCAN_OPTIONS = ("budget_seconds", "iterations", "save_model", "force_scale", "both_orientations", "seed")
+
+
 class Method:
     """Base class: subclasses set the class attributes and implement :meth:`run`."""
     name: str = ""
@@ -58,6 +62,14 @@ class Method:
     scales: Optional[Sequence[Tuple[float, float, float]]] = None
     default_patch: Optional[Tuple[int, ...]] = None
     default_stride: Optional[Tuple[int, ...]] = None
+    # The method-specific keyword options super_resolve accepts for this method; any other is refused.
+    option_names: Tuple[str, ...] = ()
+
+    def check_options(self, options: Dict[str, object]) -> None:
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            accepted = ", ".join(self.option_names) or "none"
+            raise InputError(f"Method '{self.name}' has no option '{unknown[0]}' (its options: {accepted}).")
 
     def check_scale(self, scale_xyz: Tuple[float, float, float]) -> None:
         if self.scales is not None and not any(np.allclose(scale_xyz, allowed) for allowed in self.scales):
@@ -76,7 +88,7 @@ class Method:
     def info(self) -> dict:
         return {"name": self.name, "kind": self.kind.value, "description": self.description,
                 "scales": self.describe_scales(), "default_patch": self.default_patch,
-                "default_stride": self.default_stride}
+                "default_stride": self.default_stride, "options": list(self.option_names)}
 
 
 _REGISTRY: Dict[str, Method] = {}

@@ -17,7 +17,7 @@ import itertools
 import numpy as np
 
 from ..errors import InputError
-from .base import Method, MethodKind, RunSettings, register
+from .base import PER_SCAN_OPTIONS, Method, MethodKind, RunSettings, register
 
 ARCHITECTURE = "clade_resnet2d"
 RESIDUAL_BLOCKS = 6
@@ -41,7 +41,7 @@ class Clade(Method):
     description = ("CLADE: CycleGAN with weight-demodulated convs and a Sobel gradient-mapping loss, trained unpaired "
                    "on the scan's own in-plane vs through-plane patches; any anatomy or contrast; scale = spacing "
                    "ratio.")
-    option_names = ("gradient_weight", "features")
+    option_names = PER_SCAN_OPTIONS + ("gradient_weight", "features")
     default_budget_seconds = 300.0
     default_both_orientations = False
     activation_factor = 96.0

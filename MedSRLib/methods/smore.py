@@ -9,7 +9,7 @@ first; default 360 s), ``profile`` ("box" or "gaussian" of FWHM = slice thicknes
 ``both_orientations`` (average both through-plane orientations, default True), ``save_model`` (a .safetensors path),
 ``force_scale`` (trust the scale over the spacing), ``seed``.
 """
-from .base import Method, MethodKind, RunSettings, register
+from .base import PER_SCAN_OPTIONS, Method, MethodKind, RunSettings, register
 
 ARCHITECTURE = "edsr2d"
 NETWORK_PARAMS = {"features": 32, "blocks": 8, "fold": 4, "residual_scale": 0.1}
@@ -24,7 +24,7 @@ class Smore(Method):
     kind = MethodKind.PER_SCAN
     description = ("SMORE-style self-supervised through-plane SR of thick-slice scans: trains a 2D network on the "
                    "scan's own in-plane slices (no pretrained weights), any anatomy or contrast; scale = spacing ratio.")
-    option_names = ("profile", "gap")
+    option_names = PER_SCAN_OPTIONS + ("profile", "gap")
     default_budget_seconds = 360.0
     default_both_orientations = True
     activation_factor = 64.0  # whole slices per window; the network works at a quarter of the row resolution
