@@ -1,17 +1,22 @@
 """The DATA.md evaluation protocol: degrade a held-out volume, super-resolve it back, score it against the original.
 
-``python -m MedSRLib.evaluation --methods linear bspline`` prints the Colin27 reference table as Markdown.
+``python -m MedSRLib.evaluation --methods linear bspline`` prints the Colin27 reference table as Markdown;
+``--volume heudiconv-epi --rows isotropic-2 --methods bspline threeplayer --checkpoint threeplayer=run/model.safetensors``
+scores other held-out volumes, rows and checkpoints.
 """
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .data import dataset_path
+from .data import dataset_path, get_dataset
 from .degrade import degrade_protocol
+from .errors import MedSRError
 from .methods import RunSettings, get_method
 from .metrics import compare
 from .progress import ProgressCallback, report
@@ -30,6 +35,24 @@ class Degradation:
             return f"isotropic ×{self.scale}"
         axis_name = ("first", "second", "third")[self.axis]
         return f"thick slices ×{self.scale} ({axis_name} array axis)"
+
+    @property
+    def key(self) -> str:
+        """The command-line name: ``isotropic-2``, ``thick-4`` (first array axis) or ``thick-4-axis2``."""
+        return f"{self.mode}-{self.scale}" + (f"-axis{self.axis}" if self.mode == "thick" and self.axis else "")
+
+    @classmethod
+    def from_key(cls, key: str) -> "Degradation":
+        parts = key.split("-")
+        try:
+            mode, scale = parts[0], int(parts[1])
+            axis = int(parts[2].removeprefix("axis")) if len(parts) == 3 and parts[2].startswith("axis") else 0
+            if mode not in ("isotropic", "thick") or len(parts) > 3 or scale < 2 or axis not in (0, 1, 2) \
+                    or (mode == "isotropic" and len(parts) == 3):
+                raise ValueError
+        except (IndexError, ValueError):
+            raise MedSRError(f"Unknown degradation '{key}'; write e.g. isotropic-2, thick-4 or thick-4-axis1.") from None
+        return cls(mode, scale, axis)
 
     def scale_xyz(self) -> Tuple[float, float, float]:
         """The (x, y, z) scale that undoes this degradation (array axis a is xyz index 2 − a)."""
@@ -67,16 +90,19 @@ def _score(method_name, hr, lr, degradation: Degradation, settings=None, hr_spac
 
 def reference_table(methods: Sequence[str], degradations: Sequence[Degradation] = DEGRADATIONS,
                     hr_array: Optional[np.ndarray] = None,
-                    progress: Optional[ProgressCallback] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """{degradation label: {method: scores}} on ``hr_array`` (Colin27 from the data cache by default)."""
+                    progress: Optional[ProgressCallback] = None,
+                    checkpoints: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{degradation label: {method: scores}} on ``hr_array`` (Colin27 from the data cache by default); a learned
+    method uses ``checkpoints[method]`` when given, else its shipped default model."""
     if hr_array is None:
         hr_array = read_volume(dataset_path("colin27")).array
+    checkpoints = checkpoints or {}
     results = {}
     for row_index, degradation in enumerate(degradations):
         hr, lr = degrade_protocol(hr_array, degradation.mode, degradation.scale, degradation.axis)
         row = results.setdefault(degradation.label, {})
         for method_index, method in enumerate(methods):
-            row[method] = _score(method, hr, lr, degradation)
+            row[method] = _score(method, hr, lr, degradation, RunSettings(checkpoint=checkpoints.get(method)))
             report(row_index * len(methods) + method_index + 1, len(methods) * len(degradations), progress)
     return results
 
@@ -92,14 +118,39 @@ def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def _checkpoint_argument(text: str) -> Tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"'{text}' must look like METHOD=CHECKPOINT")
+    method, checkpoint = text.split("=", 1)
+    return method, checkpoint
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m MedSRLib.evaluation",
-                                     description="Print the DATA.md reference table on Colin27 for some methods.")
+                                     description="Print the DATA.md reference table on a held-out volume.")
     parser.add_argument("--methods", nargs="+", default=["linear", "bspline"], help="registered method names")
+    parser.add_argument("--volume", default="colin27", help="held-out dataset name (default colin27)")
+    parser.add_argument("--rows", nargs="+", default=[d.key for d in DEGRADATIONS],
+                        help="degradations, e.g. isotropic-2 thick-4 (default: the four rows of DATA.md)")
+    parser.add_argument("--checkpoint", action="append", default=[], type=_checkpoint_argument,
+                        metavar="METHOD=CHECKPOINT", help="a learned method's checkpoint (default: its shipped model)")
+    parser.add_argument("--json", help="also write every score (with run times) to this file")
     arguments = parser.parse_args(argv)
-    results = reference_table(arguments.methods,
-                              progress=lambda done, total: print(f"{done}/{total}", file=sys.stderr, flush=True))
+    try:
+        if get_dataset(arguments.volume).split != "heldout":
+            raise MedSRError(f"Dataset '{arguments.volume}' is not held out; evaluate on a held-out volume such as colin27 "
+                             "or heudiconv-epi.")
+        degradations = [Degradation.from_key(key) for key in arguments.rows]
+        results = reference_table(arguments.methods, degradations, read_volume(dataset_path(arguments.volume)).array,
+                                  lambda done, total: print(f"{done}/{total}", file=sys.stderr, flush=True),
+                                  dict(arguments.checkpoint))
+    except MedSRError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{arguments.volume}:")
     print(markdown_table(results))
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps({"volume": arguments.volume, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

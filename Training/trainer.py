@@ -37,7 +37,7 @@ def hardware_description(dist: Distributed) -> str:
     return f"{dist.world_size} × {device}"
 
 
-def _data_provenance(names) -> list:
+def data_provenance(names) -> list:
     """Dataset names with their registry source; plain volume files by file name."""
     return [{"name": Path(name).name, "source": "file"} if Path(name).exists()
             else {"name": name, "source": get_dataset(name).source} for name in names]
@@ -96,7 +96,7 @@ class Trainer:
             "method": config["method"], "scales": [[scale] * 3], "axes": "3d", "patch": [method_patch] * 3,
             "architecture": {"name": generator["name"], "params": generator["params"]},
             "normalisation": {"mode": "percentile", "percentiles": [0.5, 99.5]},
-            "training": {"data": _data_provenance(config["data"]["train"]), "config": config,
+            "training": {"data": data_provenance(config["data"]["train"]), "config": config,
                          "budget": {"steps": self.step, "patches": self.step * config["data"]["batch"]
                                     * self.dist.world_size, "seconds": round(self.seconds, 1)},
                          "hardware": hardware_description(self.dist)},
