@@ -121,14 +121,6 @@ def degraded_pairs(image: np.ndarray, plan: ThroughPlane, profile: str = "box",
     return pairs
 
 
-def profile_pairs(image: np.ndarray, plan: ThroughPlane,
-                  options: Dict[str, object]) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], str, float]:
-    """:func:`degraded_pairs` with the ``profile`` and ``gap`` (mm) options, checked; returns (pairs, profile, gap_mm)."""
-    profile = check_profile(options)
-    gap_mm = float(options.get("gap", 0.0))
-    return degraded_pairs(image, plan, profile, gap_mm / plan.output_spacing), profile, gap_mm
-
-
 def through_plane_stack(volume: np.ndarray, plan: ThroughPlane, slice_axis: int) -> np.ndarray:
     """The slices of ``volume`` perpendicular to in-plane axis ``slice_axis`` as a (slices, rows, columns) view whose
     rows run along the thick axis."""

@@ -1,5 +1,6 @@
 """ESRGAN-3D's frozen feature network: the pretext corruptions, the exported checkpoint, its use as a frozen player."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +53,8 @@ def test_pretrained_network_exports_alone_and_serves_esrgan3d_as_a_frozen_player
     settings = {"losses.preset": "esrgan3d", "networks.feature_extractor.checkpoint": str(checkpoint),
                 "networks.generator.params": {"features": 8, "growth": 4, "blocks": 1, "scale": 2},
                 "networks.critic.params": {"filters": [8, 16]}, "training.steps": 2}
-    config = load_config("Training/configs/esrgan3d-x2.yaml", [f"{k}={json.dumps(v)}" for k, v in settings.items()])
+    config = load_config(Path(__file__).resolve().parents[1] / "Training/configs/esrgan3d-x2.yaml",
+                         [f"{k}={json.dumps(v)}" for k, v in settings.items()])
     recipe = GanRecipe(config, Distributed(device=torch.device("cpu")))
     before = {name: value.clone() for name, value in recipe.frozen_features.state_dict().items()}
     generator_before = [p.clone() for p in recipe.generator.parameters()]

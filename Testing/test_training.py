@@ -59,6 +59,17 @@ def test_config_refuses_unknown_keys_and_lets_explicit_keys_override_a_preset():
     assert config["losses"]["pixel"] == 0.5 and config["networks"]["generator"]["params"]["blocks"] == 3
 
 
+@pytest.mark.parametrize("config_file", sorted((REPOSITORY / "Training/configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_builds_its_networks(config_file):
+    from MedSRLib.methods import get_method
+    from MedSRLib.nn import build_network
+    config = load_config(config_file)
+    assert get_method(config["method"]).name == config["method"]
+    for role in ("generator", "critic", "feature_extractor"):
+        spec = config["networks"][role]
+        assert isinstance(build_network(spec["name"], spec["params"]), torch.nn.Module)
+
+
 def test_patch_sampler_is_reproducible_per_step_and_rank_and_refuses_held_out_volumes():
     config = load_config(overrides=tiny_overrides("unused", 1))
     sampler = PatchSampler.from_config(config)

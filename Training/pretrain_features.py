@@ -8,8 +8,8 @@ classification head, which is dropped on export: the checkpoint holds the ResNet
 ``networks.feature_extractor.checkpoint`` of ``Training/configs/esrgan3d-x2.yaml``. Accuracy is measured on patches of
 a training-split volume that is not trained on (never a held-out one).
 
-    python -m Training.pretrain_features --output runs/features/resnet10-features.safetensors [--steps 600]
-        [--widths 16 32 64 64] [--patch 32] [--batch 8] [--threads 1]
+    python -m Training.pretrain_features --output runs/features/resnet10-features.safetensors [--steps 3000]
+        [--widths 16 32 64 64] [--patch 32] [--batch 8] [--learning-rate 3e-4] [--threads 1]
 """
 import argparse
 import sys
@@ -86,7 +86,7 @@ def accuracy(model: torch.nn.Module, sampler: PatchSampler, batches: int) -> flo
 
 
 def pretrain(output: str, train_volumes: Sequence[str], validation_volume: str, widths: Sequence[int], patch: int,
-             batch: int, steps: int, learning_rate: float = 1e-3, seed: int = 0,
+             batch: int, steps: int, learning_rate: float = 3e-4, seed: int = 0,
              log: Optional[Callable[[str], None]] = print) -> dict:
     torch.manual_seed(seed)
     params = {"widths": list(widths)}
@@ -94,7 +94,7 @@ def pretrain(output: str, train_volumes: Sequence[str], validation_volume: str, 
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     training = hr_patch_sampler(train_volumes, patch, batch, seed)
     validation = hr_patch_sampler([validation_volume], patch, batch, seed + 1)
-    validation_batches = 8
+    validation_batches = 32
     started = time.perf_counter()
     history = [{"step": 0, "validation_accuracy": accuracy(model, validation, validation_batches)}]
     for step in range(steps):
@@ -103,7 +103,7 @@ def pretrain(output: str, train_volumes: Sequence[str], validation_volume: str, 
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        if (step + 1) % 50 == 0 or step + 1 == steps:
+        if (step + 1) % 250 == 0 or step + 1 == steps:
             history.append({"step": step + 1, "loss": loss.item(),
                             "validation_accuracy": accuracy(model, validation, validation_batches)})
             if log:
@@ -130,11 +130,12 @@ def pretrain(output: str, train_volumes: Sequence[str], validation_volume: str, 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m Training.pretrain_features", description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="checkpoint file to write (.safetensors)")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 64],
                         help="ResNet10 stage widths; must match the ESRGAN-3D config's feature_extractor params")
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--train", nargs="+", default=DEFAULTS["data"]["train"], help="training-split datasets")
     parser.add_argument("--validation-volume", default=DEFAULTS["validation"]["volume"])
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -143,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         torch.set_num_threads(arguments.threads)
     try:
         metadata = pretrain(arguments.output, arguments.train, arguments.validation_volume, arguments.widths,
-                            arguments.patch, arguments.batch, arguments.steps)
+                            arguments.patch, arguments.batch, arguments.steps, arguments.learning_rate)
     except MedSRError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

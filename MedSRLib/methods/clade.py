@@ -6,18 +6,9 @@ D_X, D_Y judge each domain. Losses (least-squares GAN as in CycleGAN): adversari
 λ_gmap·Sobel gradient mapping of the cycled Y patches, with (1, 1, 5) for MRI and λ_gmap = 10 for CT; Adam 2e-4,
 β1 0.5. G_X then refines the through-plane slices (see ``nn.cyclegan`` and ``per_scan``).
 
-Slice-profile prior (MedSR's addition, on by default): G_Y is also pulled, by an L1 term of weight 1, towards the
-degradation the spacing implies (the in-plane patch thickened with the slice profile and interpolated back, SMORE's
-training input). Both generators start as the identity, which is a fixed point of the cycle and identity losses; pure
-CLADE leaves it only through the weak early adversarial signal, and on 2 CPU cores within the default budget it did
-not leave it at all (Colin27 thick ×4 stayed at B-spline's 29.94 dB). With G_Y anchored to the known physics, the
-Y → X → Y cycle becomes a paired super-resolution signal for G_X from the first iteration, while the critics still
-shape both mappings. ``slice_profile_prior=False`` is the paper's method.
-
 Options: ``budget_seconds`` / ``iterations`` (default 300 s), ``gradient_weight`` (λ_gmap, default 5; 10 for CT),
-``features`` (generator and critic width, default 32; CLADE uses 64), ``slice_profile_prior`` (default True),
-``profile`` / ``gap`` (the prior's slice profile, as for SMORE), ``both_orientations`` (default False: CLADE refines one
-through-plane orientation), ``save_model``, ``force_scale``, ``seed``. Inference runs on whole slices by
+``features`` (generator and critic width, default 32; CLADE uses 64), ``both_orientations`` (default False: CLADE
+refines one through-plane orientation), ``save_model``, ``force_scale``, ``seed``. Inference runs on whole slices by
 default (the generator is fully convolutional); ``patch=(32, 32), stride=(12, 12), blend="average"`` is the paper's
 count-map stitching.
 """
@@ -38,7 +29,6 @@ BETAS = (0.5, 0.999)
 CYCLE_WEIGHT = 1.0
 IDENTITY_WEIGHT = 1.0
 DEFAULT_GRADIENT_WEIGHT = 5.0
-PRIOR_WEIGHT = 1.0
 
 
 @register
@@ -48,7 +38,7 @@ class Clade(Method):
     description = ("CLADE: CycleGAN with weight-demodulated convs and a Sobel gradient-mapping loss, trained unpaired "
                    "on the scan's own in-plane vs through-plane patches; any anatomy or contrast; scale = spacing "
                    "ratio.")
-    option_names = PER_SCAN_OPTIONS + ("gradient_weight", "features", "slice_profile_prior", "profile", "gap")
+    option_names = PER_SCAN_OPTIONS + ("gradient_weight", "features")
     default_budget_seconds = 300.0
     default_both_orientations = False
     activation_factor = 96.0
@@ -62,22 +52,18 @@ class Clade(Method):
         from torch.nn.functional import l1_loss, mse_loss
 
         from ..nn.cyclegan import CladeGenerator, PatchDiscriminator, gradient_mapping_loss
-        from ..per_scan import PatchSampler, TrainedModel, profile_pairs, through_plane_stack, train_with_budget
+        from ..per_scan import PatchSampler, TrainedModel, through_plane_stack, train_with_budget
 
         gradient_weight = float(options.get("gradient_weight", DEFAULT_GRADIENT_WEIGHT))
         features = options.get("features", DEFAULT_FEATURES)
         if not isinstance(features, int) or features < 4:
             raise InputError(f"Option features must be an integer of at least 4, not {features!r}.")
-        slice_prior = bool(options.get("slice_profile_prior", True))
         seed = int(options.get("seed", 0))
         low_plane = through_plane_stack(interpolated, plan, plan.in_plane_axes[0])
-        # In-plane patches with their slice-profile degradation (used by the prior only), rows along the degraded axis
-        # like the through-plane patches' rows run along the thick axis.
-        pairs, profile, gap_mm = profile_pairs(image, plan, options)
+        high_plane = np.moveaxis(image, plan.axis, 0)
         low_patches = PatchSampler([(low_plane,)], PATCH, seed=seed)
-        high_patches = PatchSampler(pairs, PATCH, seed=seed + 1)
+        high_patches = PatchSampler([(high_plane,), (high_plane.transpose(0, 2, 1),)], PATCH, seed=seed + 1)
         if min(low_patches.size, high_patches.size) < PATCH:
-            high_plane = pairs[0][1]
             raise InputError(f"CLADE trains on {PATCH}×{PATCH} patches and needs through-plane and in-plane slices "
                              f"at least that large, not {low_plane.shape[1]}×{low_plane.shape[2]} and "
                              f"{high_plane.shape[1]}×{high_plane.shape[2]}.")
@@ -94,8 +80,8 @@ class Clade(Method):
             return mse_loss(scores, torch.full_like(scores, 1.0 if real else 0.0))
 
         def step(spent: float) -> float:
-            (low,), (degraded_high, high) = low_patches.batch(BATCH), high_patches.batch(BATCH)
-            low, degraded_high, high = low.to(device), degraded_high.to(device), high.to(device)
+            (low,), (high,) = low_patches.batch(BATCH), high_patches.batch(BATCH)
+            low, high = low.to(device), high.to(device)
             fake_high, fake_low = to_high(low), to_low(high)
             cycled_high = to_high(fake_low)
             generator_loss = (
@@ -103,8 +89,6 @@ class Clade(Method):
                 + CYCLE_WEIGHT * (l1_loss(to_low(fake_high), low) + l1_loss(cycled_high, high))
                 + IDENTITY_WEIGHT * (l1_loss(to_high(high), high) + l1_loss(to_low(low), low))
                 + gradient_weight * gradient_mapping_loss(cycled_high, high))
-            if slice_prior:
-                generator_loss = generator_loss + PRIOR_WEIGHT * l1_loss(fake_low, degraded_high)
             generator_optimizer.zero_grad(set_to_none=True)
             generator_loss.backward()
             generator_optimizer.step()
@@ -119,7 +103,5 @@ class Clade(Method):
 
         record = train_with_budget(step, budget, progress, cancel)
         config = {"gradient_weight": gradient_weight, "cycle_weight": CYCLE_WEIGHT, "identity_weight": IDENTITY_WEIGHT,
-                  "slice_profile_prior": {"weight": PRIOR_WEIGHT, "profile": profile, "gap_mm": gap_mm}
-                  if slice_prior else None,
                   "batch": BATCH, "gan_loss": "least squares", "optimizer": f"Adam {LEARNING_RATE:g}, betas {BETAS}"}
         return TrainedModel(to_high, ARCHITECTURE, params, low_patches.size, config, record)

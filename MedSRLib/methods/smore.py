@@ -36,10 +36,13 @@ class Smore(Method):
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
         import torch
         from ..nn.edsr2d import EDSR2d
-        from ..per_scan import PatchSampler, TrainedModel, cosine_learning_rate, profile_pairs, train_with_budget
+        from ..per_scan import (PatchSampler, TrainedModel, check_profile, cosine_learning_rate, degraded_pairs,
+                                train_with_budget)
 
-        pairs, profile, gap_mm = profile_pairs(image, plan, options)
-        sampler = PatchSampler(pairs, PATCH, seed=int(options.get("seed", 0)))
+        profile = check_profile(options)
+        gap_mm = float(options.get("gap", 0.0))
+        sampler = PatchSampler(degraded_pairs(image, plan, profile, gap_mm / plan.output_spacing), PATCH,
+                               seed=int(options.get("seed", 0)))
         network = EDSR2d(**NETWORK_PARAMS).to(device).train()
         optimizer = torch.optim.Adam(network.parameters(), lr=PEAK_LEARNING_RATE)
 

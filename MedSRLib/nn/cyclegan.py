@@ -2,12 +2,12 @@
 
 Generator (Zhu et al.'s c7s1-F, d2F, d4F, ``blocks`` residual blocks, u2F, uF, c7s1-1) with every InstanceNorm removed
 and every conv demodulated per output channel (StyleGAN2; CLADE's printed equation normalises the whole tensor).
-Deviations, all for short CPU budgets: the up-sampling layers are nearest-neighbour ×2 followed by a demodulated 3×3
-conv (no transposed conv, so no checkerboard); activations are LeakyReLU 0.2 (plain ReLUs behind demodulated convs died
-within a few hundred iterations here); and the output is the input plus a correction from a plain (not demodulated)
-7×7 conv initialised to zero, so the untrained generator is the identity yet every layer receives gradients from the
-first step. (A demodulated output conv times a learned gain starting at zero was tried first: the gain collapsed back
-to zero within ~20 iterations and the generator stayed the identity.) Sides are padded to a multiple of 4 internally.
+Deviations: the up-sampling layers are nearest-neighbour ×2 followed by a demodulated 3×3 conv (no transposed conv, so
+no checkerboard); activations are LeakyReLU 0.2 (earlier runs with plain ReLUs left most correction channels dead);
+and the output is the input plus a correction from a plain (not demodulated) 7×7 conv initialised to zero, so the
+untrained generator is the identity yet every layer receives gradients from the first step. (A demodulated output conv
+times a learned gain starting at zero was tried first: the gain went back to zero within ~20 iterations and no other
+layer learned.) Sides are padded to a multiple of 4 internally.
 """
 import torch
 from torch import nn

