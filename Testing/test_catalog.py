@@ -58,10 +58,23 @@ def server(tmp_path):
     httpd.server_close()
 
 
-def test_shipped_catalog_is_valid_and_empty():
-    assert DEFAULT_CATALOG.is_file()
-    assert list_models() == []
-    assert default_model_for("rrdb3d", (1, 1, 2)) is None
+def test_every_shipped_model_is_verified_small_and_beats_interpolation_on_its_held_out_scores():
+    from MedSRLib.checkpoints import load_model
+    models = list_models()
+    assert models, "the shipped catalog lists the trained models"
+    for model in models:
+        path = resolve_model(model.name)
+        assert path.parent == DEFAULT_CATALOG.parent and path.stat().st_size <= 15 * 2 ** 20
+        network, metadata = load_model(model.name)
+        assert metadata["method"] == model.method and [tuple(s) for s in metadata["scales"]] == list(model.scales)
+        assert metadata["training"]["hardware"] and metadata["training"]["budget"]["steps"] > 0
+        heldout = metadata["metrics"]["heldout"]
+        for volume, rows in heldout["scores"].items():
+            for label, scores in rows.items():
+                for baseline in ("bspline", "lanczos"):
+                    assert scores["psnr"] > heldout["baselines"][volume][label][baseline]["psnr"], (model.name, label)
+    assert default_model_for("threeplayer", (2, 2, 2)).name == "threeplayer-x2"
+    assert default_model_for("threeplayer", (1, 1, 2)) is None
 
 
 def test_catalog_override_by_argument_and_environment(tmp_path, monkeypatch):

@@ -31,6 +31,10 @@ def setup(tmp_path):
                              "budget": {"steps": 0}, "hardware": "none"},
                 "metrics": {"validation": {"psnr": 1.0}}}
     save_checkpoint(checkpoint, build_network("rrdb3d", UNTRAINED), metadata)
+    (checkpoint.parent / "metrics.jsonl").write_text(
+        '{"step": 0, "validation/psnr": 30.0, "validation/ssim": 0.9}\n{"step": 5, "loss/pixel": 0.1}\n'
+        '{"step": 10, "validation/psnr": 30.5, "validation/ssim": 0.94}\n'  # killed after this, resumed at step 0:
+        '{"step": 10, "validation/psnr": 31.0, "validation/ssim": 0.95}\n')
     catalog = tmp_path / "models" / "catalog.json"
     catalog.parent.mkdir()
     other = {"name": "other", "file": "other.safetensors", "sha256": "0" * 64, "description": "another model",
@@ -57,6 +61,8 @@ def test_forced_publication_records_held_out_scores_and_the_catalog_entry(setup,
     shipped = catalog.parent / "threeplayer-x2.safetensors"
     _, metadata = load_checkpoint(shipped)
     assert metadata["metrics"]["validation"] == {"psnr": 1.0}
+    assert metadata["metrics"]["validation_curve"] == [{"step": 0, "psnr": 30.0, "ssim": 0.9},
+                                                       {"step": 10, "psnr": 31.0, "ssim": 0.95}]
     assert metadata["metrics"]["heldout"]["scores"][EPI]["isotropic ×2"]["psnr"] == row["threeplayer"]["psnr"]
     assert set(metadata["metrics"]["heldout"]["baselines"][EPI]["isotropic ×2"]) == {"bspline", "lanczos"}
     models = json.loads(catalog.read_text())["models"]

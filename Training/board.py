@@ -9,11 +9,13 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+CURVE_FILE = "metrics.jsonl"
+
 
 class RunLog:
     def __init__(self, folder: Path, enabled: bool = True):
         self.enabled = enabled
-        self.curve_path = folder / "metrics.jsonl"
+        self.curve_path = folder / CURVE_FILE
         self.writer = None
         if not enabled:
             return

@@ -3,16 +3,19 @@
     python -m Training.publish runs/threeplayer-x2-cpu/model.safetensors --name threeplayer-x2 \\
         --description "…" [--volumes colin27 heudiconv-epi] [--rows isotropic-2] [--catalog MedSRLib/models/catalog.json]
 
-Each (volume, row) goes through the DATA.md protocol (``MedSRLib.evaluation``) with the checkpoint and with B-spline
-and Lanczos for comparison. The checkpoint is rewritten beside the catalog as ``<name>.safetensors`` with
-``metrics.heldout`` filled in, and the catalog entry of that name is added or replaced (sha256, method, scales). The
-catalog lists models in order and a method's default is its first entry at a scale, so a re-published model keeps
-its place. A model that does not beat every interpolation baseline by 0.05 dB PSNR on every scored row is refused
-unless ``--force``: the shipped default of a learned method must be worth choosing over interpolation.
+Each (volume, row) goes through the DATA.md protocol (``MedSRLib.evaluation``) with the checkpoint's float16 weights
+(what ships) and with B-spline and Lanczos for comparison. The checkpoint is rewritten beside the catalog as
+``<name>.safetensors`` with ``metrics.heldout`` filled in (and ``metrics.validation_curve`` from the run's
+``metrics.jsonl`` when it lies beside the checkpoint), and the catalog entry of that name is added or replaced (sha256,
+method, scales). The catalog lists models in order and a method's default is its first entry at a scale, so a
+re-published model keeps its place. A model that does not beat every interpolation baseline by 0.05 dB PSNR on every
+scored row is refused unless ``--force``: the shipped default of a learned method must be worth choosing over
+interpolation.
 """
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -23,6 +26,8 @@ from MedSRLib.errors import MedSRError
 from MedSRLib.evaluation import Degradation, markdown_table, reference_table
 from MedSRLib.files import file_sha256
 from MedSRLib.volume import read_volume
+
+from .board import CURVE_FILE
 
 BASELINES = ("bspline", "lanczos")
 # The protocol's reproducibility tolerance (DATA.md): a smaller PSNR gain is not a gain.
@@ -38,6 +43,18 @@ def score_heldout(checkpoint: str, method: str, volumes: Sequence[str], rows: Se
             for volume in volumes}
 
 
+def validation_curve(checkpoint: str) -> list:
+    """[{step, psnr, ssim}] of the validations in the training run's metrics.jsonl beside the checkpoint, if any."""
+    log = Path(checkpoint).parent / CURVE_FILE
+    if not log.is_file():
+        return []
+    records = (json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip())
+    # A resumed run logs again the steps after its last saved state: the later record of a step wins.
+    by_step = {r["step"]: {"step": r["step"], "psnr": r["validation/psnr"], "ssim": r["validation/ssim"]}
+               for r in records if "validation/psnr" in r}
+    return [by_step[step] for step in sorted(by_step)]
+
+
 def rows_not_beaten(scores: Dict[str, dict], method: str) -> list:
     return [f"{volume} {label}" for volume, table in scores.items() for label, row in table.items()
             if any(row[method]["psnr"] < row[baseline]["psnr"] + MIN_GAIN_DB for baseline in BASELINES)]
@@ -47,7 +64,11 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
             volumes: Sequence[str], rows: Sequence[str], catalog: Path, force: bool = False) -> Dict[str, dict]:
     state, metadata = load_checkpoint(checkpoint)
     method = metadata["method"]
-    scores = score_heldout(checkpoint, method, volumes, rows)
+    with tempfile.TemporaryDirectory() as folder:
+        # Score the float16 weights that will ship, not the run's float32 ones.
+        candidate = Path(folder) / "candidate.safetensors"
+        save_checkpoint(candidate, state, metadata, half=True)
+        scores = score_heldout(str(candidate), method, volumes, rows)
     failing = rows_not_beaten(scores, method)
     if failing and not force:
         raise MedSRError(f"The model does not beat {' and '.join(BASELINES)} by {MIN_GAIN_DB} dB on {', '.join(failing)}; "
@@ -58,6 +79,9 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
         "scores": {volume: {label: row[method] for label, row in table.items()} for volume, table in scores.items()},
         "baselines": {volume: {label: {b: row[b] for b in BASELINES} for label, row in table.items()}
                       for volume, table in scores.items()}}}
+    curve = validation_curve(checkpoint)
+    if curve:
+        metadata["metrics"]["validation_curve"] = curve
     shipped = catalog.parent / f"{name}.safetensors"
     save_checkpoint(shipped, state, metadata, half=True)
     if shipped.stat().st_size > MAX_SHIPPED_BYTES:

@@ -13,6 +13,7 @@ from MedSRLib.errors import MedSRError
 
 from .config import load_config
 from .distributed import Distributed
+from .board import CURVE_FILE
 from .trainer import MODEL_FILE, STATE_FILE, train
 
 
@@ -21,14 +22,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--config", help="YAML config (Training/configs/*.yaml); defaults are in Training/config.py")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set training.steps=1000 (repeatable)")
-    parser.add_argument("--fresh", action="store_true", help="discard a saved training state and start at step 0")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard a saved training state and training curve and start at step 0")
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = load_config(arguments.config, arguments.set)
         dist = Distributed.start(config["training"]["device"])
         if arguments.fresh and dist.is_main:
-            (Path(config["output"]) / STATE_FILE).unlink(missing_ok=True)
+            for stale in (STATE_FILE, CURVE_FILE):
+                (Path(config["output"]) / stale).unlink(missing_ok=True)
         dist.barrier()
         try:
             train(config, dist)

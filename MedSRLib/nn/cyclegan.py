@@ -2,12 +2,9 @@
 
 Generator (Zhu et al.'s c7s1-F, d2F, d4F, ``blocks`` residual blocks, u2F, uF, c7s1-1) with every InstanceNorm removed
 and every conv demodulated per output channel (StyleGAN2; CLADE's printed equation normalises the whole tensor).
-Deviations: the up-sampling layers are nearest-neighbour ×2 followed by a demodulated 3×3 conv (no transposed conv, so
-no checkerboard); activations are LeakyReLU 0.2 (earlier runs with plain ReLUs left most correction channels dead);
-and the output is the input plus a correction from a plain (not demodulated) 7×7 conv initialised to zero, so the
-untrained generator is the identity yet every layer receives gradients from the first step. (A demodulated output conv
-times a learned gain starting at zero was tried first: the gain went back to zero within ~20 iterations and no other
-layer learned.) Sides are padded to a multiple of 4 internally.
+Two deviations, both for short CPU budgets: the up-sampling layers are nearest-neighbour ×2 followed by a demodulated
+3×3 conv (no transposed conv, so no checkerboard), and the output is the input plus the last conv times a learned gain
+that starts at zero, so the untrained generator is the identity. Sides are padded to a multiple of 4 internally.
 """
 import torch
 from torch import nn
@@ -25,10 +22,7 @@ class DemodulatedConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
         super().__init__()
-        # Demodulation makes the output independent of the weights' scale, but Adam's steps are of fixed size: weights
-        # of norm ~1 per output channel (not unit-variance entries) let a step of 2e-4 change the filter noticeably.
-        fan_in = in_channels * kernel_size * kernel_size
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size) / fan_in ** 0.5)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.stride = stride
         self.padding = kernel_size // 2
@@ -42,14 +36,10 @@ class DemodulatedConv2d(nn.Module):
         return functional.conv2d(padded, self.demodulated_weight(), self.bias, stride=self.stride)
 
 
-def _activation() -> nn.Module:
-    return nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)
-
-
 class DemodulatedResidualBlock(nn.Module):
     def __init__(self, features: int):
         super().__init__()
-        self.body = nn.Sequential(DemodulatedConv2d(features, features, 3), _activation(),
+        self.body = nn.Sequential(DemodulatedConv2d(features, features, 3), nn.ReLU(inplace=True),
                                   DemodulatedConv2d(features, features, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,21 +54,21 @@ class CladeGenerator(nn.Module):
         super().__init__()
         widths = (features, 2 * features, 4 * features)
         self.encoder = nn.Sequential(
-            DemodulatedConv2d(1, widths[0], 7), _activation(),
-            DemodulatedConv2d(widths[0], widths[1], 3, stride=2), _activation(),
-            DemodulatedConv2d(widths[1], widths[2], 3, stride=2), _activation())
+            DemodulatedConv2d(1, widths[0], 7), nn.ReLU(inplace=True),
+            DemodulatedConv2d(widths[0], widths[1], 3, stride=2), nn.ReLU(inplace=True),
+            DemodulatedConv2d(widths[1], widths[2], 3, stride=2), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*(DemodulatedResidualBlock(widths[2]) for _ in range(blocks)))
         self.decoder = nn.Sequential(
-            nn.Upsample(scale_factor=2), DemodulatedConv2d(widths[2], widths[1], 3), _activation(),
-            nn.Upsample(scale_factor=2), DemodulatedConv2d(widths[1], widths[0], 3), _activation(),
-            nn.ReflectionPad2d(3), nn.Conv2d(widths[0], 1, 7))
-        nn.init.zeros_(self.decoder[-1].weight)
-        nn.init.zeros_(self.decoder[-1].bias)
+            nn.Upsample(scale_factor=2), DemodulatedConv2d(widths[2], widths[1], 3), nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2), DemodulatedConv2d(widths[1], widths[0], 3), nn.ReLU(inplace=True),
+            DemodulatedConv2d(widths[0], 1, 7))
+        self.output_gain = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         padded = functional.pad(x, (0, -width % 4, 0, -height % 4), mode="replicate")
-        return x + self.decoder(self.blocks(self.encoder(padded)))[..., :height, :width]
+        correction = self.decoder(self.blocks(self.encoder(padded)))[..., :height, :width]
+        return x + self.output_gain * correction
 
 
 class PatchDiscriminator(nn.Module):
