@@ -16,7 +16,7 @@ import numpy as np
 
 from .data import dataset_path, get_dataset
 from .degrade import degrade_protocol
-from .errors import MedSRError
+from .errors import InputError, MedSRError
 from .methods import RunSettings, get_method
 from .metrics import compare
 from .progress import ProgressCallback, report
@@ -88,6 +88,14 @@ def _score(method_name, hr, lr, degradation: Degradation, settings=None, hr_spac
     return scores
 
 
+def heldout_volume(name: str) -> np.ndarray:
+    """The array of a held-out dataset; evaluating on a volume a model may have trained on is refused."""
+    if get_dataset(name).split != "heldout":
+        raise InputError(f"Dataset '{name}' is not held out; evaluate on a held-out volume such as colin27 or "
+                         "heudiconv-epi.")
+    return read_volume(dataset_path(name)).array
+
+
 def reference_table(methods: Sequence[str], degradations: Sequence[Degradation] = DEGRADATIONS,
                     hr_array: Optional[np.ndarray] = None,
                     progress: Optional[ProgressCallback] = None,
@@ -137,13 +145,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--json", help="also write every score (with run times) to this file")
     arguments = parser.parse_args(argv)
     try:
-        if get_dataset(arguments.volume).split != "heldout":
-            raise MedSRError(f"Dataset '{arguments.volume}' is not held out; evaluate on a held-out volume such as colin27 "
-                             "or heudiconv-epi.")
+        checkpoints = dict(arguments.checkpoint)
+        unused = sorted(set(checkpoints) - set(arguments.methods))
+        if unused:
+            raise InputError(f"--checkpoint names {', '.join(unused)}, which --methods does not list.")
         degradations = [Degradation.from_key(key) for key in arguments.rows]
-        results = reference_table(arguments.methods, degradations, read_volume(dataset_path(arguments.volume)).array,
+        results = reference_table(arguments.methods, degradations, heldout_volume(arguments.volume),
                                   lambda done, total: print(f"{done}/{total}", file=sys.stderr, flush=True),
-                                  dict(arguments.checkpoint))
+                                  checkpoints)
     except MedSRError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

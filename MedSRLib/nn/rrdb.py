@@ -4,8 +4,8 @@ head conv → ``blocks`` × RRDB → trunk conv, plus a global skip from the hea
 PixelShuffle3d(r) → conv → LeakyReLU → conv to ``in_channels``. No batch norm. ``scale=1`` builds a same-size network.
 
 ``skip="lanczos"`` (not in the paper) adds the Lanczos-3 interpolation of the input to the output and zero-initialises
-the last conv, so the untrained network is exactly the ``lanczos`` method and training learns only the residual detail:
-that is what lets a small model trained on a CPU budget beat interpolation at all.
+the last conv, so the untrained network is exactly the ``lanczos`` method and training learns only the residual detail
+(how the shipped CPU-budget threeplayer-x2 model was trained).
 """
 import math
 from typing import List
