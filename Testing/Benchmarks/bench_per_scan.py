@@ -67,14 +67,17 @@ def itk_scores(methods, options):
             points = find_edge_points(result.array, result.spacing, axis=thick.array_axis)
         results[method] = {
             "edge_sharpness": edge_sharpness(result.array, result.spacing, axis=thick.array_axis, points=points),
-            "piqe": piqe_slicewise(result.array, axis=in_plane_axis), "seconds": seconds}
+            "piqe": piqe_slicewise(result.array, axis=in_plane_axis), "seconds": seconds,
+            "per_scan_training": result.metadata.get("per_scan_training")}
         print(f"itk-t1-aniso {method}: {results[method]}", file=sys.stderr, flush=True)
     return {"scale": list(scale), "methods": results}
 
 
 def markdown(rows, methods, itk):
-    lines = ["| Colin27 thick slices (first array axis) | " + " | ".join(["bspline", *methods]) + " |",
-             "|---|" + "---|" * (len(methods) + 1)]
+    lines = []
+    if rows:
+        lines += ["| Colin27 thick slices (first array axis) | " + " | ".join(["bspline", *methods]) + " |",
+                  "|---|" + "---|" * (len(methods) + 1)]
     for label, row in rows.items():
         cells = [f"{row[m]['psnr']:.2f} / {row[m]['psnr_foreground']:.2f} / {row[m]['ssim']:.4f}"
                  + ("" if m == "bspline" else f" ({row[m]['seconds']:.0f} s)") for m in ["bspline", *methods]]
@@ -92,7 +95,8 @@ def markdown(rows, methods, itk):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["smore", "clade"])
-    parser.add_argument("--scales", nargs="+", type=int, default=[2, 4, 6])
+    parser.add_argument("--scales", nargs="*", type=int, default=[2, 4, 6],
+                        help="Colin27 thick-slice factors (none: only the ITK T1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--budget-seconds", type=float, help="training budget per run (default: each method's)")
     parser.add_argument("--iterations", type=int, help="training iterations per run")
