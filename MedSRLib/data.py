@@ -190,15 +190,15 @@ def _extract_members(archive: Path, wanted: Dict[str, Path]) -> None:
                     shutil.copyfileobj(source, sink)
                 found.add(member)
     else:
-        unpacker = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(archive)], stdout=subprocess.PIPE)
-        with tarfile.open(fileobj=unpacker.stdout, mode="r|") as tar:
-            for info in tar:
-                member = info.name.removeprefix("./")
-                if member in wanted and info.isfile():
-                    with tar.extractfile(info) as source, open(wanted[member], "wb") as sink:
-                        shutil.copyfileobj(source, sink)
-                    found.add(member)
-        unpacker.wait()
+        # The context closes dpkg-deb's pipe and waits for it (an unclosed pipe is a ResourceWarning the user sees).
+        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(archive)], stdout=subprocess.PIPE) as unpacker:
+            with tarfile.open(fileobj=unpacker.stdout, mode="r|") as tar:
+                for info in tar:
+                    member = info.name.removeprefix("./")
+                    if member in wanted and info.isfile():
+                        with tar.extractfile(info) as source, open(wanted[member], "wb") as sink:
+                            shutil.copyfileobj(source, sink)
+                        found.add(member)
     missing = sorted(set(wanted) - found)
     if missing:
         raise MedSRError(f"{archive.name} has no member '{missing[0]}'.")

