@@ -106,7 +106,7 @@ def methodChoices():
     from MedSRLib import list_methods
     choices = [(info["name"], info["name"], None, f"{info['description']} Scales: {info['scales']}.", None)
                for info in list_methods()]
-    from MedSRLib.catalog import format_scales, list_models
+    from MedSRLib.models.catalog import format_scales, list_models
     for model in list_models():
         scales = format_scales(model.scales)
         description = (f"{model.description} Modality: {model.modality}, contrast: {model.contrast}, trained on "
@@ -177,7 +177,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget):
         self.ui.applyButton.enabled = inputNode is not None and not self.running
         if inputNode is None:
             return
-        from MedSRLib.geometry import detect_thick_axis
+        from MedSRLib.grid.geometry import detect_thick_axis
         thick = detect_thick_axis(inputNode.GetSpacing())
         if thick is None:
             self.ui.thickAxisLabel.text = "Isotropic input: the same factor on every axis."
@@ -234,7 +234,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget):
             self.ui.applyButton.enabled = True
 
     def showProgress(self, done, total, started):
-        from MedSRLib.process import estimate_remaining_seconds, format_duration
+        from MedSRLib.apps.process import estimate_remaining_seconds, format_duration
         self.ui.progressBar.maximum = max(total, 1)
         self.ui.progressBar.value = done
         remaining = estimate_remaining_seconds(time.monotonic() - started, done, total)
@@ -298,7 +298,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         With ``background`` the work runs in a PythonSlicer process and Slicer keeps processing events meanwhile.
         """
         from MedSRLib.methods import get_method
-        from MedSRLib.mrml import superResolveVolumeNode
+        from MedSRLib.apps.mrml import superResolveVolumeNode
         if get_method(method).kind.value != "interpolation":
             ensurePyTorch()
         if checkpoint is not None:
@@ -311,7 +311,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     def backgroundSuperResolve(log=None):
         import functools
         from MedSRLib.errors import MedSRError
-        from MedSRLib.process import super_resolve_in_subprocess
+        from MedSRLib.apps.process import super_resolve_in_subprocess
         python = shutil.which("PythonSlicer")
         if python is None:
             raise MedSRError("PythonSlicer was not found next to Slicer; reinstall Slicer or run without background.")
@@ -320,9 +320,9 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def metrics(resultNode, referenceNode):
         """PSNR, SSIM and NRMSE of a result against a reference on the same grid, both normalised by the reference."""
-        from MedSRLib.intensity import Normaliser
-        from MedSRLib.metrics import compare
-        from MedSRLib.mrml import volumeFromNode
+        from MedSRLib.grid.intensity import Normaliser
+        from MedSRLib.evaluation.metrics import compare
+        from MedSRLib.apps.mrml import volumeFromNode
         result, reference = volumeFromNode(resultNode), volumeFromNode(referenceNode)
         normaliser = Normaliser.fit(reference.array, clip=True)
         return compare(normaliser.forward(result.array), normaliser.forward(reference.array))
@@ -331,7 +331,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     def showSideBySide(volumeNodes):
         """One slice view per volume in a row, slices linked, showing the thick axis in-plane when there is one."""
         import numpy as np
-        from MedSRLib.geometry import detect_thick_axis
+        from MedSRLib.grid.geometry import detect_thick_axis
         layoutManager = slicer.app.layoutManager()
         views = COMPARE_VIEW_NAMES[:len(volumeNodes)]
         layoutNode = layoutManager.layoutLogic().GetLayoutNode()

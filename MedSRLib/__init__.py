@@ -13,12 +13,13 @@ from ._version import __version__
 from .api import super_resolve
 from .errors import Cancelled, CheckpointError, InputError, MedSRError, MemoryBudgetError
 from .methods import list_methods
-from .volume import Volume, read_volume, write_volume
+from MedSRLib.io.volume import Volume
+from MedSRLib.io.volume_files import read_volume, write_volume
 
 
 def load_model(name_or_path, device="cpu"):
     """(torch.nn.Module, metadata) for a shipped model name or a checkpoint path; see :mod:`MedSRLib.checkpoints`."""
-    from .checkpoints import load_model as load
+    from MedSRLib.models.checkpoints import load_model as load
     return load(name_or_path, device=device)
 
 

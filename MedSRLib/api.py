@@ -5,12 +5,12 @@ import numpy as np
 
 from ._version import __version__
 from .errors import InputError
-from .geometry import ScaleLike, detect_thick_axis, format_scale, output_grid, parse_scale
-from .intensity import Normaliser, cast_output
+from MedSRLib.grid.geometry import ScaleLike, detect_thick_axis, format_scale, output_grid, parse_scale
+from MedSRLib.grid.intensity import Normaliser, cast_output
 from .methods import RunSettings, get_method
-from .methods.base import DEFAULT_MEMORY_BUDGET_GB
+from MedSRLib.methods.base import DEFAULT_MEMORY_BUDGET_GB
 from .progress import CancelCheck, ProgressCallback
-from .volume import Volume, validate_volume
+from MedSRLib.io.volume import Volume, validate_volume
 
 
 def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2, *,

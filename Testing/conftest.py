@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from MedSRLib.data import dataset_path
+from MedSRLib.evaluation.datasets import dataset_path
 from MedSRLib.errors import InputError
-from MedSRLib.volume import read_volume
+from MedSRLib.io.volume_files import read_volume
 
 
 def cached_dataset(name: str):

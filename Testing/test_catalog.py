@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from MedSRLib import catalog
-from MedSRLib.catalog import DEFAULT_CATALOG, default_model_for, find_model, list_models, resolve_model
+from MedSRLib.models import catalog
+from MedSRLib.models.catalog import DEFAULT_CATALOG, default_model_for, find_model, list_models, resolve_model
 from MedSRLib.errors import Cancelled, CheckpointError
 
 PAYLOAD = bytes(range(256)) * 40  # 10 240 bytes standing in for a checkpoint
@@ -59,7 +59,7 @@ def server(tmp_path):
 
 
 def test_every_shipped_model_is_verified_small_and_beats_interpolation_on_its_held_out_scores():
-    from MedSRLib.checkpoints import load_model
+    from MedSRLib.models.checkpoints import load_model
     models = list_models()
     assert models, "the shipped catalog lists the trained models"
     for model in models:

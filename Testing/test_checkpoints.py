@@ -8,11 +8,10 @@ import torch
 from safetensors.torch import save_file
 
 from MedSRLib._version import __version__
-from MedSRLib.checkpoints import (check_compatible, load_checkpoint, load_model, save_checkpoint,
-                                  weights_sha256)
+from MedSRLib.models.checkpoints import check_compatible, load_checkpoint, load_model, save_checkpoint, weights_sha256
 from MedSRLib.errors import CheckpointError
 from MedSRLib.files import file_sha256
-from MedSRLib.nn import register_architecture
+from MedSRLib.nn.registry import register_architecture
 
 TINY_ARCHITECTURE = "test-checkpoints-tiny"
 

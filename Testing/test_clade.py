@@ -5,10 +5,10 @@ import torch
 
 import MedSRLib
 from MedSRLib.errors import InputError
-from MedSRLib.geometry import output_grid
-from MedSRLib.nn.cyclegan import (CladeGenerator, DemodulatedConv2d, PatchDiscriminator, gradient_mapping_loss,
-                                  sobel_gradients)
-from MedSRLib.volume import Volume
+from MedSRLib.grid.geometry import output_grid
+from MedSRLib.nn.nets.cyclegan import (CladeGenerator, DemodulatedConv2d, PatchDiscriminator, gradient_mapping_loss,
+    sobel_gradients)
+from MedSRLib.io.volume import Volume
 
 OBLIQUE = tuple(np.array([[1.0, 0.0, 0.0], [0.0, 0.6, -0.8], [0.0, 0.8, 0.6]]).ravel())
 

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedSRLib.volume import Volume, read_volume, write_volume
+from MedSRLib.io.volume import Volume
+from MedSRLib.io.volume_files import read_volume, write_volume
 
 OBLIQUE = (0.8, -0.6, 0.0, 0.36, 0.48, -0.8, 0.48, 0.64, 0.6)
 
 
 def medsr(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "MedSRLib.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
 
@@ -47,7 +48,7 @@ def test_super_resolve_writes_the_corner_aligned_result(scan, tmp_path):
 
 def test_progress_lines_for_the_slicer_module(scan, tmp_path):
     completed = medsr("super-resolve", scan, tmp_path / "out.nrrd", "--progress-lines")
-    from MedSRLib.process import parse_progress_line
+    from MedSRLib.apps.process import parse_progress_line
     progress = [parse_progress_line(line) for line in completed.stdout.splitlines()]
     assert completed.returncode == 0 and progress and progress[-1] == (1, 1)
 

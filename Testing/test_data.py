@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedSRLib import data
+from MedSRLib.evaluation import datasets as data
 from MedSRLib.errors import InputError, MedSRError
 
 MEMBER = "fakepkg/data/volume.nii.gz"

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from MedSRLib import degrade
+from MedSRLib.grid import degradation as degrade
 from MedSRLib.errors import InputError
+from MedSRLib.evaluation.protocol import degrade_protocol
 
 
 def test_block_mean_matches_hand_computed_means():
@@ -115,7 +116,7 @@ def test_noise_is_seeded_and_has_the_requested_strength():
 
 def test_protocol_crops_normalises_and_degrades():
     array = np.random.default_rng(1).integers(0, 1000, (9, 10, 11)).astype(np.int16)
-    hr, lr = degrade.degrade_protocol(array, "isotropic", 2)
+    hr, lr = degrade_protocol(array, "isotropic", 2)
     assert hr.shape == (8, 10, 10) and lr.shape == (4, 5, 5)
     assert hr.dtype == lr.dtype == np.float32
     low, high = np.percentile(array[:8, :10, :10].astype(np.float32), [0.5, 99.5])
@@ -123,13 +124,13 @@ def test_protocol_crops_normalises_and_degrades():
     np.testing.assert_allclose(hr, expected, atol=1e-6)
     np.testing.assert_allclose(lr[1, 2, 3], hr[2:4, 4:6, 6:8].mean(), rtol=1e-5)
 
-    hr, lr = degrade.degrade_protocol(array, "thick", 3, axis=1)
+    hr, lr = degrade_protocol(array, "thick", 3, axis=1)
     assert hr.shape == (9, 9, 9) and lr.shape == (9, 3, 9)
     np.testing.assert_allclose(lr[:, 1], hr[:, 3:6].mean(axis=1), rtol=1e-5)
 
 
 def test_protocol_refuses_unknown_modes_and_scales():
     with pytest.raises(InputError, match="degradation"):
-        degrade.degrade_protocol(np.zeros((4, 4, 4)), "blur", 2)
+        degrade_protocol(np.zeros((4, 4, 4)), "blur", 2)
     with pytest.raises(InputError, match="scale"):
-        degrade.degrade_protocol(np.zeros((4, 4, 4)), "thick", 1.5)
+        degrade_protocol(np.zeros((4, 4, 4)), "thick", 1.5)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from MedSRLib.errors import InputError
-from MedSRLib.geometry import array_factors, detect_thick_axis, output_grid, output_shape, parse_scale
+from MedSRLib.grid.geometry import array_factors, detect_thick_axis, output_grid, output_shape, parse_scale
 
 # A rotation of 30° about z followed by 20° about x: every column mixes axes.
 _c, _s = np.cos(np.radians(30)), np.sin(np.radians(30))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from MedSRLib.errors import InputError
-from MedSRLib.intensity import Normaliser, cast_output
+from MedSRLib.grid.intensity import Normaliser, cast_output
 
 
 def test_percentile_normalisation_maps_percentiles_to_0_and_1_and_inverts_exactly():

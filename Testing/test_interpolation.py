@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from MedSRLib.errors import MemoryBudgetError
 from MedSRLib.methods import RunSettings, get_method
-from MedSRLib.methods.lanczos import lanczos_weights, mirror_index
+from MedSRLib.grid.lanczos import lanczos_weights, mirror_index
 
 RNG = np.random.default_rng(0)
 IMAGE = RNG.random((9, 10, 11)).astype(np.float32)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from MedSRLib import metrics
+from MedSRLib.evaluation import metrics
 from MedSRLib.errors import InputError
 
 

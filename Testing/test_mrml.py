@@ -8,7 +8,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
 import vtk  # noqa: E402  (installed with slicer-core)
 
 from MedSRLib import Cancelled, Volume, __version__  # noqa: E402
-from MedSRLib.mrml import addVolumeNodeLike, superResolveVolumeNode, volumeFromNode  # noqa: E402
+from MedSRLib.apps.mrml import addVolumeNodeLike, superResolveVolumeNode, volumeFromNode  # noqa: E402
 
 # IJK→RAS directions (columns): i → (0.8, 0, −0.6), j → (0, 1, 0), k → (0.6, 0, 0.8); a rotation about the A axis.
 OBLIQUE_RAS = np.array([[0.8, 0.0, 0.6],

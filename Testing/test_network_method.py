@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import MedSRLib
-from MedSRLib import cli
-from MedSRLib.checkpoints import save_checkpoint
+from MedSRLib.apps import cli
+from MedSRLib.models.checkpoints import save_checkpoint
 from MedSRLib.errors import CheckpointError, InputError
 from MedSRLib.files import file_sha256
 from MedSRLib.methods import MethodKind, register
@@ -35,7 +35,7 @@ def metadata(method="test-tiny-rrdb", scales=((2, 2, 2),)):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     import torch
-    from MedSRLib.nn import build_network
+    from MedSRLib.nn.registry import build_network
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(path, build_network("rrdb3d", TINY_RRDB), metadata())
@@ -57,9 +57,9 @@ def test_learned_method_gives_the_corner_aligned_grid_and_provenance(checkpoint)
 
 
 def test_result_is_the_network_applied_to_the_normalised_input(checkpoint):
-    from MedSRLib.checkpoints import load_model
-    from MedSRLib.intensity import Normaliser
-    from MedSRLib.tiling import TilingOptions, run_tiled
+    from MedSRLib.models.checkpoints import load_model
+    from MedSRLib.grid.intensity import Normaliser
+    from MedSRLib.engine.tiling import TilingOptions, run_tiled
     source = volume()
     result = MedSRLib.super_resolve(source, "test-tiny-rrdb", 2, checkpoint=str(checkpoint), device="cpu",
                                     patch=(8, 8, 8), stride=(6, 6, 6), blend="gaussian")
@@ -71,7 +71,7 @@ def test_result_is_the_network_applied_to_the_normalised_input(checkpoint):
 
 
 def test_checkpoint_for_another_method_is_refused(tmp_path):
-    from MedSRLib.nn import build_network
+    from MedSRLib.nn.registry import build_network
     path = tmp_path / "other.safetensors"
     save_checkpoint(path, build_network("rrdb3d", TINY_RRDB), metadata(method="threeplayer-other"))
     with pytest.raises(CheckpointError, match="trained for method 'threeplayer-other'"):
@@ -116,8 +116,8 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(checkpoint, tmp_path, capsys):
 
 def test_threeplayer_uses_the_shipped_model_by_default_and_beats_interpolation_on_a_smooth_volume(tmp_path):
     from scipy import ndimage
-    from MedSRLib.degrade import block_mean
-    from MedSRLib.metrics import psnr
+    from MedSRLib.grid.degradation import block_mean
+    from MedSRLib.evaluation.metrics import psnr
     hr = ndimage.gaussian_filter(np.random.default_rng(0).random((24, 24, 24)), 1.2).astype(np.float32)
     hr = (hr - hr.min()) / (hr.max() - hr.min())
     source, output = tmp_path / "lr.nrrd", tmp_path / "sr.nrrd"

@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from MedSRLib.api import super_resolve
-from MedSRLib.checkpoints import save_checkpoint
-from MedSRLib.degrade import kspace_truncate
+from MedSRLib.models.checkpoints import save_checkpoint
+from MedSRLib.grid.degradation import kspace_truncate
 from MedSRLib.methods.dcsrn import fourier_upsample
-from MedSRLib.nn import architecture_names, build_network
-from MedSRLib.nn.critic3d import PatchCritic3d
-from MedSRLib.nn.dcsrn import DCSRN3d
-from MedSRLib.nn.resnet3d import ResNet10Features3d
-from MedSRLib.volume import Volume
+from MedSRLib.nn.registry import architecture_names, build_network
+from MedSRLib.nn.nets.critic3d import PatchCritic3d
+from MedSRLib.nn.nets.dcsrn import DCSRN3d
+from MedSRLib.nn.nets.resnet3d import ResNet10Features3d
+from MedSRLib.io.volume import Volume
 
 
 def test_new_architectures_are_registered_and_build_from_json_params():
@@ -106,8 +106,8 @@ def test_dcsrn_method_runs_the_network_on_the_fourier_interpolated_grid(tmp_path
 
 @pytest.mark.parametrize("shape, factors", [((5, 7, 9), (2, 2, 2)), ((2, 6, 4), (1, 3, 2)), ((4, 4, 4), (3, 1, 1))])
 def test_lanczos_layer_equals_the_lanczos_method_including_borders_and_short_axes(shape, factors):
-    from MedSRLib.methods.lanczos import lanczos_weights
-    from MedSRLib.nn.interpolation import LanczosUpsample3d
+    from MedSRLib.grid.lanczos import lanczos_weights
+    from MedSRLib.nn.blocks.interpolation import LanczosUpsample3d
     image = np.random.default_rng(0).random(shape).astype(np.float32)
     expected = image
     for axis, factor in enumerate(factors):

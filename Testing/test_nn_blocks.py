@@ -3,9 +3,9 @@ import itertools
 import pytest
 import torch
 
-from MedSRLib.nn import architecture_names, build_network
-from MedSRLib.nn.pixel_shuffle import PixelShuffle3d
-from MedSRLib.nn.rrdb import DenseBlock3d, RRDBNet3d
+from MedSRLib.nn.registry import architecture_names, build_network
+from MedSRLib.nn.blocks.pixel_shuffle import PixelShuffle3d
+from MedSRLib.nn.nets.rrdb import DenseBlock3d, RRDBNet3d
 
 
 def reshuffle_with_loops(x, factors):

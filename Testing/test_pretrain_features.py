@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_VOLUME, VALIDATION_VOLUME
-from MedSRLib.checkpoints import load_model
+from MedSRLib.models.checkpoints import load_model
 from Training.config import load_config
 from Training.distributed import Distributed
 from Training.pretrain_features import CORRUPTIONS, corrupted_batch, hr_patch_sampler, pretrain

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from MedSRLib import Cancelled, InputError, MedSRError, Volume
-from MedSRLib.process import (OUT_OF_MEMORY_ADVICE, ProcessRunner, cli_arguments, estimate_remaining_seconds,
-                              format_duration, format_progress_line, parse_progress_line, readable_error,
-                              super_resolve_in_subprocess)
+from MedSRLib.apps.process import (OUT_OF_MEMORY_ADVICE, ProcessRunner, cli_arguments, estimate_remaining_seconds,
+    format_duration, format_progress_line, parse_progress_line, readable_error, super_resolve_in_subprocess)
 
 posix_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process states from /proc")
 

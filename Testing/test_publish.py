@@ -4,11 +4,11 @@ import json
 import pytest
 
 from conftest import cached_dataset
-from MedSRLib.catalog import default_model_for
-from MedSRLib.checkpoints import load_checkpoint, save_checkpoint
+from MedSRLib.models.catalog import default_model_for
+from MedSRLib.models.checkpoints import load_checkpoint, save_checkpoint
 from MedSRLib.errors import MedSRError
 from MedSRLib.files import file_sha256
-from MedSRLib.nn import build_network
+from MedSRLib.nn.registry import build_network
 from Training.publish import publish
 
 EPI = "heudiconv-epi"

@@ -2,7 +2,7 @@
 import pytest
 
 from MedSRLib.errors import MedSRError
-from MedSRLib.evaluation import Degradation, evaluate_method, main, markdown_table
+from MedSRLib.evaluation.protocol import Degradation, evaluate_method, main, markdown_table
 
 # (mode, scale) → method → (PSNR, fg-PSNR, SSIM), copied from DATA.md.
 REFERENCE = {

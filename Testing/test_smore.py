@@ -6,12 +6,12 @@ import torch
 
 import MedSRLib
 from MedSRLib.errors import Cancelled, CheckpointError, InputError
-from MedSRLib.geometry import output_grid
-from MedSRLib.methods.spline_interpolation import corner_aligned_resample
-from MedSRLib.nn.edsr2d import EDSR2d, fold_rows, unfold_rows
-from MedSRLib.per_scan import (Budget, PatchSampler, ThroughPlane, degraded_pairs, plan_through_plane,
-                               train_with_budget)
-from MedSRLib.volume import Volume
+from MedSRLib.grid.geometry import output_grid
+from MedSRLib.grid.spline import corner_aligned_resample
+from MedSRLib.nn.nets.edsr2d import EDSR2d, fold_rows, unfold_rows
+from MedSRLib.methods.per_scan import (Budget, PatchSampler, ThroughPlane, degraded_pairs, plan_through_plane,
+    train_with_budget)
+from MedSRLib.io.volume import Volume
 
 OBLIQUE = tuple(np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]]).ravel())
 
@@ -163,8 +163,8 @@ def test_bad_input_messages_through_super_resolve(tmp_path):
 
 
 def test_command_line_trains_saves_and_reuses_a_per_scan_model(tmp_path):
-    from MedSRLib.cli import main
-    from MedSRLib.volume import read_volume, write_volume
+    from MedSRLib.apps.cli import main
+    from MedSRLib.io.volume_files import read_volume, write_volume
     write_volume(thick_volume(), tmp_path / "thick.nrrd")
     model = tmp_path / "model.safetensors"
     common = ["--method", "smore", "--scale", "1,1,3", "--quiet"]

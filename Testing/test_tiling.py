@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from MedSRLib.errors import Cancelled, CheckpointError, InputError, MemoryBudgetError
-from MedSRLib.nn.pixel_shuffle import PixelShuffle3d
-from MedSRLib.tiling import TilingOptions, _Placement, estimate_memory, resolve_device, run_tiled
+from MedSRLib.nn.blocks.pixel_shuffle import PixelShuffle3d
+from MedSRLib.engine.tiling import TilingOptions, _Placement, estimate_memory, run_tiled
+from MedSRLib.engine.devices import resolve_device
 
 BLENDS = ["gaussian", "average", "crop-margin"]
 

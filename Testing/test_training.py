@@ -13,10 +13,11 @@ import torch
 from safetensors import safe_open
 
 from conftest import TRAIN_VOLUME, VALIDATION_VOLUME
-from MedSRLib.checkpoints import load_model
-from MedSRLib.data import get_dataset
+from MedSRLib.models.checkpoints import load_model
+from MedSRLib.evaluation.datasets import get_dataset
 from MedSRLib.errors import InputError
-from MedSRLib.volume import Volume, read_volume, write_volume
+from MedSRLib.io.volume import Volume
+from MedSRLib.io.volume_files import read_volume, write_volume
 from Training.config import load_config
 from Training.patches import PatchSampler, resolve_volume_path
 from Training.state import STATE_KEY, flatten_optimiser, unflatten_optimiser
@@ -55,7 +56,7 @@ def test_config_refuses_unknown_keys_and_lets_explicit_keys_override_a_preset():
 @pytest.mark.parametrize("config_file", sorted((REPOSITORY / "Training/configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_config_loads_and_builds_its_networks(config_file):
     from MedSRLib.methods import get_method
-    from MedSRLib.nn import build_network
+    from MedSRLib.nn.registry import build_network
     config = load_config(config_file)
     assert get_method(config["method"]).name == config["method"]
     for role in ("generator", "critic", "feature_extractor"):
@@ -130,7 +131,7 @@ def test_medsr_super_resolve_loads_the_trained_checkpoint(short_run, tmp_path):
     crop = Volume(np.ascontiguousarray(scan.array[80:100, 90:110, 80:96]), scan.spacing, scan.origin, scan.direction)
     write_volume(crop, tmp_path / "lr.nii.gz")
     result = subprocess.run(
-        [sys.executable, "-m", "MedSRLib.cli", "super-resolve", str(tmp_path / "lr.nii.gz"),
+        [sys.executable, "-m", "MedSRLib.apps.cli", "super-resolve", str(tmp_path / "lr.nii.gz"),
          str(tmp_path / "sr.nii.gz"), "--method", "threeplayer", "--scale", "2", "--checkpoint",
          str(output / "model.safetensors"), "--patch", "12,12,12"], capture_output=True, text=True, cwd=REPOSITORY)
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from MedSRLib.errors import InputError
-from MedSRLib.volume import Volume, read_volume, validate_volume, write_volume
+from MedSRLib.io.volume import Volume, validate_volume
+from MedSRLib.io.volume_files import read_volume, write_volume
 
 OBLIQUE = (0.8, -0.6, 0.0, 0.36, 0.48, -0.8, 0.48, 0.64, 0.6)
 
@@ -173,7 +174,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def heudiconv_mosaic_files():
-    from MedSRLib.data import load_manifest
+    from MedSRLib.evaluation.datasets import load_manifest
     try:
         folder = load_manifest()["heudiconv-epi"]["dicom_folder"]
     except (KeyError, InputError, FileNotFoundError):

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from MedSRLib.tiling import resolve_device
+from MedSRLib.engine.devices import resolve_device
 
 
 @dataclass

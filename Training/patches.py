@@ -9,11 +9,11 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
-from MedSRLib.data import dataset_path, get_dataset
-from MedSRLib.degrade import block_mean, downsample_linear, downsample_nearest, kspace_truncate
+from MedSRLib.evaluation.datasets import dataset_path, get_dataset
+from MedSRLib.grid.degradation import block_mean, downsample_linear, downsample_nearest, kspace_truncate
 from MedSRLib.errors import InputError
-from MedSRLib.intensity import Normaliser
-from MedSRLib.volume import read_volume
+from MedSRLib.grid.intensity import Normaliser
+from MedSRLib.io.volume_files import read_volume
 
 DEGRADATIONS = {"block-mean": block_mean, "linear": downsample_linear, "nearest": downsample_nearest}
 HR_GRID_DEGRADATIONS = ("kspace",)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from MedSRLib.checkpoints import CHECKPOINT_SUFFIX, save_checkpoint
-from MedSRLib.degrade import block_mean, kspace_truncate
+from MedSRLib.models.checkpoints import CHECKPOINT_SUFFIX, save_checkpoint
+from MedSRLib.grid.degradation import block_mean, kspace_truncate
 from MedSRLib.errors import InputError, MedSRError
-from MedSRLib.methods.spline_interpolation import corner_aligned_resample
-from MedSRLib.nn import build_network
+from MedSRLib.grid.spline import corner_aligned_resample
+from MedSRLib.nn.registry import build_network
 
 from .config import DEFAULTS
 from .distributed import Distributed

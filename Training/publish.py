@@ -21,10 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from MedSRLib.catalog import DEFAULT_CATALOG, list_models
-from MedSRLib.checkpoints import load_checkpoint, save_checkpoint
+from MedSRLib.models.catalog import DEFAULT_CATALOG, list_models
+from MedSRLib.models.checkpoints import load_checkpoint, save_checkpoint
 from MedSRLib.errors import InputError, MedSRError
-from MedSRLib.evaluation import Degradation, heldout_volume, markdown_table, reference_table
+from MedSRLib.evaluation.protocol import Degradation, heldout_volume, markdown_table, reference_table
 from MedSRLib.files import file_sha256
 
 from .board import CURVE_FILE

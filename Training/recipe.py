@@ -13,11 +13,11 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from MedSRLib.checkpoints import load_model
+from MedSRLib.models.checkpoints import load_model
 from MedSRLib.errors import InputError
 from MedSRLib.methods import RunSettings, get_method
-from MedSRLib.nn import build_network
-from MedSRLib.tiling import TilingOptions, run_tiled
+from MedSRLib.nn.registry import build_network
+from MedSRLib.engine.tiling import TilingOptions, run_tiled
 
 from .distributed import Distributed
 from .losses import (InstanceNoise, gradient_penalty, interpolate, perceptual_loss, pixel_loss, ragan_critic_loss,

@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from MedSRLib.checkpoints import save_checkpoint
-from MedSRLib.data import get_dataset
+from MedSRLib.models.checkpoints import save_checkpoint
+from MedSRLib.evaluation.datasets import get_dataset
 
 from .board import RunLog
 from .distributed import Distributed

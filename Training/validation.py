@@ -8,11 +8,11 @@ from typing import Callable, Dict
 
 import numpy as np
 
-from MedSRLib.degrade import degrade_protocol
+from MedSRLib.evaluation.protocol import degrade_protocol
 from MedSRLib.errors import InputError
-from MedSRLib.metrics import compare
-from MedSRLib.methods.spline_interpolation import corner_aligned_resample
-from MedSRLib.volume import read_volume
+from MedSRLib.evaluation.metrics import compare
+from MedSRLib.grid.spline import corner_aligned_resample
+from MedSRLib.io.volume_files import read_volume
 
 from .patches import resolve_volume_path
 

@@ -10,9 +10,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError, MemoryBudgetError
-from ..geometry import format_scale
-from ..progress import CancelCheck, ProgressCallback
+from MedSRLib.errors import InputError, MemoryBudgetError
+from MedSRLib.grid.geometry import format_scale
+from MedSRLib.progress import CancelCheck, ProgressCallback
 
 DEFAULT_MEMORY_BUDGET_GB = float(os.environ.get("MEDSR_MEMORY_BUDGET_GB", "8"))
 

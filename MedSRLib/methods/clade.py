@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-from ..errors import InputError
+from MedSRLib.errors import InputError
 from .base import PER_SCAN_OPTIONS, Method, MethodKind, RunSettings, register
 
 ARCHITECTURE = "clade_resnet2d"
@@ -47,15 +47,15 @@ class Clade(Method):
     activation_factor = 96.0
 
     def run(self, image, scale_xyz, spacing, settings: RunSettings):
-        from ..per_scan import run_per_scan
+        from .per_scan import run_per_scan
         return run_per_scan(self, image, scale_xyz, spacing, settings)
 
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
         import torch
         from torch.nn.functional import l1_loss, mse_loss
 
-        from ..nn.cyclegan import CladeGenerator, PatchDiscriminator, gradient_mapping_loss
-        from ..per_scan import PatchSampler, TrainedModel, through_plane_stack, train_with_budget
+        from MedSRLib.nn.nets.cyclegan import CladeGenerator, PatchDiscriminator, gradient_mapping_loss
+        from .per_scan import PatchSampler, TrainedModel, through_plane_stack, train_with_budget
 
         gradient_weight = float(options.get("gradient_weight", DEFAULT_GRADIENT_WEIGHT))
         features = options.get("features", DEFAULT_FEATURES)

@@ -10,7 +10,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from ..geometry import array_factors
+from MedSRLib.grid.geometry import array_factors
 from .base import RunSettings, register
 from .network import NetworkMethod
 

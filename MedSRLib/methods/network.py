@@ -6,8 +6,8 @@ torch is imported only here and below, when a learned method actually runs.
 """
 from pathlib import Path
 
-from ..errors import CheckpointError
-from ..geometry import array_factors, format_scale
+from MedSRLib.errors import CheckpointError
+from MedSRLib.grid.geometry import array_factors, format_scale
 from .base import Method, MethodKind, RunSettings
 
 
@@ -24,10 +24,10 @@ class NetworkMethod(Method):
         return image, tuple(int(round(f)) for f in array_factors(scale_xyz))
 
     def run(self, image, scale_xyz, spacing, settings: RunSettings):
-        from ..catalog import default_model_for, find_model
-        from ..checkpoints import check_compatible, load_model
-        from ..files import file_sha256
-        from ..tiling import TilingOptions, run_tiled
+        from MedSRLib.models.catalog import default_model_for, find_model
+        from MedSRLib.models.checkpoints import check_compatible, load_model
+        from MedSRLib.files import file_sha256
+        from MedSRLib.engine.tiling import TilingOptions, run_tiled
 
         source = settings.checkpoint
         if source is None:

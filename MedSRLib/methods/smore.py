@@ -30,14 +30,14 @@ class Smore(Method):
     activation_factor = 64.0  # whole slices per window; the network works at a quarter of the row resolution
 
     def run(self, image, scale_xyz, spacing, settings: RunSettings):
-        from ..per_scan import run_per_scan
+        from .per_scan import run_per_scan
         return run_per_scan(self, image, scale_xyz, spacing, settings)
 
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
         import torch
-        from ..nn.edsr2d import EDSR2d
-        from ..per_scan import (PatchSampler, TrainedModel, check_profile, cosine_learning_rate, degraded_pairs,
-                                train_with_budget)
+        from MedSRLib.nn.nets.edsr2d import EDSR2d
+        from .per_scan import (PatchSampler, TrainedModel, check_profile, cosine_learning_rate, degraded_pairs,
+            train_with_budget)
 
         profile = check_profile(options)
         gap_mm = float(options.get("gap", 0.0))

@@ -5,19 +5,11 @@ Output voxel ``o`` along an axis with factor ``f`` sits at input index ``(o + 0.
 outer face (scipy's "grid-mirror"), like ``scipy.ndimage.zoom(grid_mode=True)``, which made the DATA.md reference table.
 """
 import numpy as np
-from scipy import ndimage
 
-from ..geometry import array_factors, output_shape
-from ..progress import report
+from MedSRLib.grid.geometry import output_shape
+from MedSRLib.grid.spline import corner_aligned_resample
+from MedSRLib.progress import report
 from .base import Method, MethodKind, RunSettings, register
-
-
-def corner_aligned_resample(image: np.ndarray, scale_xyz, order: int) -> np.ndarray:
-    """Spline-resample ``image`` (k, j, i) by an (x, y, z) scale onto the corner-aligned grid."""
-    factors = np.asarray(array_factors(scale_xyz))
-    return ndimage.affine_transform(
-        image, 1.0 / factors, offset=0.5 / factors - 0.5, output_shape=output_shape(image.shape, scale_xyz),
-        output=np.float32, order=order, mode="grid-mirror", prefilter=order > 1)
 
 
 class SplineInterpolation(Method):

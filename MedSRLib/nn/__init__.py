@@ -1,45 +1,7 @@
-"""Network building blocks and the architecture registry.
+"""Neural networks: ``blocks`` holds shared layers, ``nets`` the registered architectures (as MONAI splits them).
 
-Checkpoint metadata names an architecture and its hyper-parameters (``{"name": "rrdb3d", "params": {...}}``);
-:func:`build_network` turns that back into a module, so loading a checkpoint never unpickles code.
+A checkpoint names an architecture and its hyper-parameters; :func:`build_network` rebuilds it without unpickling.
 """
-from typing import Callable, Dict
+from .registry import architecture_names, build_network, register_architecture
 
-import torch
-
-from ..errors import CheckpointError
-
-_ARCHITECTURES: Dict[str, Callable[..., torch.nn.Module]] = {}
-
-
-def register_architecture(name: str):
-    """Decorator for a network class or factory whose keyword arguments are its hyper-parameters."""
-    def decorator(factory):
-        if name in _ARCHITECTURES:
-            raise ValueError(f"architecture {name!r} is already registered")
-        _ARCHITECTURES[name] = factory
-        return factory
-    return decorator
-
-
-def build_network(name: str, params: dict) -> torch.nn.Module:
-    _import_all()
-    if name not in _ARCHITECTURES:
-        raise CheckpointError(f"Checkpoint names an unknown architecture '{name}'; known: {', '.join(sorted(_ARCHITECTURES))}.")
-    try:
-        return _ARCHITECTURES[name](**params)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"Checkpoint hyper-parameters do not fit architecture '{name}' ({error}).") from None
-
-
-def architecture_names():
-    _import_all()
-    return sorted(_ARCHITECTURES)
-
-
-def _import_all():
-    """Import every module of this package so their @register_architecture decorators run."""
-    import importlib
-    import pkgutil
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+__all__ = ["architecture_names", "build_network", "register_architecture"]

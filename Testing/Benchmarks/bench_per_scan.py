@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from MedSRLib import super_resolve  # noqa: E402
-from MedSRLib.data import dataset_path  # noqa: E402
-from MedSRLib.evaluation import evaluate_method  # noqa: E402
-from MedSRLib.geometry import detect_thick_axis  # noqa: E402
+from MedSRLib.evaluation.datasets import dataset_path  # noqa: E402
+from MedSRLib.evaluation.protocol import evaluate_method  # noqa: E402
+from MedSRLib.grid.geometry import detect_thick_axis  # noqa: E402
 from MedSRLib.methods import RunSettings  # noqa: E402
-from MedSRLib.metrics import edge_sharpness, find_edge_points, piqe_slicewise  # noqa: E402
-from MedSRLib.volume import read_volume  # noqa: E402
+from MedSRLib.evaluation.metrics import edge_sharpness, find_edge_points, piqe_slicewise  # noqa: E402
+from MedSRLib.io.volume_files import read_volume  # noqa: E402
 
 
 def budget_options(arguments) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from MedSRLib.tiling import TilingOptions, run_tiled  # noqa: E402
+from MedSRLib.engine.tiling import TilingOptions, run_tiled  # noqa: E402
 from Training.config import load_config  # noqa: E402
 from Training.distributed import Distributed  # noqa: E402
 from Training.patches import PatchSampler  # noqa: E402
@@ -46,7 +46,7 @@ def training_patches_per_second(config: dict, steps: int, device: torch.device) 
 
 def inference_seconds(config: dict, size: int, device: torch.device) -> float:
     from scipy.ndimage import gaussian_filter
-    from MedSRLib.nn import build_network
+    from MedSRLib.nn.registry import build_network
     generator = config["networks"]["generator"]
     network = build_network(generator["name"], generator["params"])
     volume = gaussian_filter(np.random.default_rng(0).random((size,) * 3, dtype=np.float32), sigma=3)

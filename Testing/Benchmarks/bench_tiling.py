@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from MedSRLib.nn.rrdb import RRDBNet3d  # noqa: E402
-from MedSRLib.tiling import TilingOptions, estimate_memory, run_tiled  # noqa: E402
-from MedSRLib.tiling import _gaussian_profile  # noqa: E402  (MONAI gets the very same weights)
+from MedSRLib.nn.nets.rrdb import RRDBNet3d  # noqa: E402
+from MedSRLib.engine.tiling import TilingOptions, estimate_memory, run_tiled  # noqa: E402
+from MedSRLib.engine.tiling import _gaussian_profile  # noqa: E402  (MONAI gets the very same weights)
 
 SCALE = 2
 ENGINES = ("medsr", "monai", "monai-default")

@@ -10,7 +10,7 @@ class MedSRConsoleScriptingTest(unittest.TestCase):
         slicer.mrmlScene.Clear()
 
     def test_oblique_thick_slices_bspline(self):
-        from MedSRLib.mrml import superResolveVolumeNode
+        from MedSRLib.apps.mrml import superResolveVolumeNode
         directions = np.array([[0.8, 0.0, 0.6], [0.0, 1.0, 0.0], [-0.6, 0.0, 0.8]])
         ijkToRAS = np.eye(4)
         ijkToRAS[:3, :3] = directions @ np.diag([1.0, 1.0, 3.0])

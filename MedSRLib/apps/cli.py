@@ -1,0 +1,284 @@
+"""The ``medsr`` command: super-resolve, degrade, evaluate, list methods, inspect and fetch data.
+
+Every user error ends with one sentence on stderr and exit code 2; outputs are written under a temporary name and
+renamed, so a failed run leaves no file behind.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+
+from MedSRLib.errors import MedSRError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *rest: print(f"medsr: warning: {message}", file=sys.stderr)
+        try:
+            return args.run(args) or 0
+        except MedSRError as error:
+            print(f"medsr: error: {error}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("medsr: interrupted; nothing was written.", file=sys.stderr)
+            return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medsr", description="Super-resolution of MRI and CT volumes.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sr = commands.add_parser("super-resolve", help="super-resolve a volume (NRRD, NIfTI, MHA or DICOM folder)")
+    sr.add_argument("input")
+    sr.add_argument("output", help="output file (.nrrd, .nii, .nii.gz, .mha)")
+    sr.add_argument("--method", default="bspline", help="a method from `medsr methods` (default bspline)")
+    sr.add_argument("--scale", help="one factor, SX,SY,SZ per physical axis (e.g. 1,1,3), or auto: the thick axis and "
+                                    "factor from the spacing (default: auto for per-scan methods, else 2)")
+    sr.add_argument("--checkpoint", help="checkpoint file or shipped model name for learned methods")
+    sr.add_argument("--patch", type=int_list, help="patch size in input voxels: N or NZ,NY,NX (array order)")
+    sr.add_argument("--stride", type=int_list, help="stride in input voxels: N or NZ,NY,NX")
+    sr.add_argument("--blend", default="gaussian", choices=["gaussian", "average", "crop-margin"])
+    sr.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    sr.add_argument("--batch", type=int, default=4, help="windows per batch (default 4)")
+    sr.add_argument("--memory-budget", type=float, dest="memory_budget_gb", help="GiB the run may use (default 8)")
+    sr.add_argument("--normalisation", default="percentile", choices=["percentile", "minmax", "window"])
+    sr.add_argument("--window", type=float_list, help="CT window CENTER,WIDTH for --normalisation window")
+    sr.add_argument("--output-dtype", default="float32", choices=["float32", "input"],
+                    help="float32 (default) or the input's type, rounded and clamped")
+    sr.add_argument("--metadata-json", help="also write the result's provenance (method, scale, checkpoint) as JSON")
+    per_scan = sr.add_argument_group("per-scan methods (smore, clade)")
+    per_scan.add_argument("--budget-seconds", type=float, help="training time budget (default: the method's)")
+    per_scan.add_argument("--iterations", type=int, help="training iterations (with a time budget, whichever ends first)")
+    per_scan.add_argument("--save-model", help="keep the model trained on this scan (.safetensors), for --checkpoint")
+    per_scan.add_argument("--slice-profile", dest="profile", choices=["box", "gaussian"], help="smore: slice profile")
+    per_scan.add_argument("--slice-gap", dest="gap", type=float, help="smore: gap between slices in mm")
+    per_scan.add_argument("--force-scale", action="store_true", default=None,
+                          help="trust --scale over the spacing (e.g. for an isotropic volume)")
+    add_progress_arguments(sr)
+    sr.set_defaults(run=run_super_resolve)
+
+    degrade = commands.add_parser("degrade", help="simulate a low-resolution acquisition of a volume")
+    degrade.add_argument("input")
+    degrade.add_argument("output")
+    degrade.add_argument("--operator", default="block-mean",
+                         choices=["block-mean", "linear", "nearest", "kspace", "thick-slices"])
+    degrade.add_argument("--factor", default="2", help="one factor or FX,FY,FZ per physical axis (default 2)")
+    degrade.add_argument("--axis", default=None, choices=["x", "y", "z"], help="thick-slice axis (default: z)")
+    degrade.add_argument("--profile", default="box", choices=["box", "gaussian"], help="thick-slice profile")
+    degrade.add_argument("--gap", type=float, default=0.0, help="gap between thick slices, in input voxels")
+    degrade.add_argument("--noise", choices=["gaussian", "rician"], help="add noise after degrading")
+    degrade.add_argument("--sigma", type=float, default=0.01, help="noise sigma, as a fraction of the 99.5th percentile")
+    degrade.add_argument("--seed", type=int, default=0)
+    degrade.set_defaults(run=run_degrade)
+
+    evaluate = commands.add_parser("evaluate", help="compare a result with a reference; prints JSON")
+    evaluate.add_argument("result")
+    evaluate.add_argument("reference")
+    evaluate.add_argument("--mask", help="label volume; metrics are computed where it is non-zero")
+    evaluate.set_defaults(run=run_evaluate)
+
+    methods = commands.add_parser("methods", help="list the methods and shipped models")
+    methods.add_argument("--json", action="store_true")
+    methods.set_defaults(run=run_methods)
+
+    info = commands.add_parser("info", help="describe a volume's geometry and intensities")
+    info.add_argument("input")
+    info.set_defaults(run=run_info)
+
+    demo = commands.add_parser("demo", help="super-resolve a real scan (Colin27 at 2 mm) and write a comparison picture")
+    demo.add_argument("output_dir", nargs="?", default="medsr-demo")
+    demo.add_argument("--method", default=None, help="method to show (default: the best shipped one for x2)")
+    add_progress_arguments(demo)
+    demo.set_defaults(run=run_demo)
+
+    fetch = commands.add_parser("fetch-data", help="fetch the real training and held-out volumes (DATA.md) into a cache")
+    fetch.add_argument("--dest", help="cache folder (default $MEDSR_DATA_DIR or ~/.cache/medsr/data)")
+    fetch.add_argument("--only", nargs="+", help="dataset names to fetch (default: all)")
+    add_progress_arguments(fetch)
+    fetch.set_defaults(run=run_fetch)
+    return parser
+
+
+def add_progress_arguments(parser):
+    parser.add_argument("--progress-lines", action="store_true",
+                        help="print machine-readable progress lines on stdout (used by the Slicer module)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def int_list(text):
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer or comma-separated integers") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be positive")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def float_list(text):
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+
+
+@contextmanager
+def progress_reporter(args, description):
+    """A (done, total) callback: progress lines for the Slicer module, a tqdm bar on stderr, or nothing."""
+    if args.progress_lines:
+        from .process import format_progress_line
+
+        def emit(done, total):
+            print(format_progress_line(done, total), flush=True)
+        yield emit
+    elif args.quiet or not sys.stderr.isatty() and not os.environ.get("MEDSR_PROGRESS"):
+        yield None
+    else:
+        from tqdm import tqdm
+        bar = tqdm(desc=description, total=None, file=sys.stderr, unit="step")
+
+        def update(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        try:
+            yield update
+        finally:
+            bar.close()
+
+
+def run_super_resolve(args):
+    from MedSRLib.api import super_resolve
+    from MedSRLib.methods import MethodKind, get_method
+    from MedSRLib.methods.base import DEFAULT_MEMORY_BUDGET_GB
+    from MedSRLib.io.volume_files import check_output_path, read_volume, write_volume
+
+    refuse_overwriting_input(args.input, args.output)
+    check_output_path(args.output)
+    volume = read_volume(args.input)
+    scale = args.scale or ("auto" if get_method(args.method).kind == MethodKind.PER_SCAN else "2")
+    with progress_reporter(args, f"{args.method} ×{scale}") as progress:
+        result = super_resolve(
+            volume, args.method, scale, patch=args.patch, stride=args.stride, blend=args.blend,
+            batch_size=args.batch, device=args.device, checkpoint=args.checkpoint,
+            memory_budget_gb=args.memory_budget_gb or DEFAULT_MEMORY_BUDGET_GB, normalisation=args.normalisation,
+            window=args.window, output_dtype=args.output_dtype, progress=progress, **per_scan_options(args))
+    write_volume(result, args.output)
+    if args.metadata_json:
+        with open(args.metadata_json, "w", encoding="utf-8") as stream:
+            json.dump(result.metadata, stream, indent=2)
+    print(f"wrote {args.output}: size {result.size}, spacing {format_triple(result.spacing)} mm", file=sys.stderr)
+
+
+def per_scan_options(args):
+    """The per-scan options the user gave; super_resolve refuses them for methods that take none."""
+    names = ("budget_seconds", "iterations", "save_model", "profile", "gap", "force_scale")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def run_degrade(args):
+    from MedSRLib.io.volume_files import check_output_path, read_volume, write_volume
+
+    refuse_overwriting_input(args.input, args.output)
+    check_output_path(args.output)
+    from MedSRLib.evaluation.simulate import simulate_low_resolution
+
+    factor = args.factor if args.operator != "thick-slices" else float(args.factor)
+    result = simulate_low_resolution(read_volume(args.input), args.operator, factor, axis=args.axis or "z",
+                                     profile=args.profile, gap=args.gap, noise=args.noise, sigma=args.sigma,
+                                     seed=args.seed)
+    write_volume(result, args.output)
+    print(f"wrote {args.output}: size {result.size}, spacing {format_triple(result.spacing)} mm", file=sys.stderr)
+
+
+def run_evaluate(args):
+    from MedSRLib.errors import InputError
+    from MedSRLib.grid.intensity import Normaliser
+    from MedSRLib.evaluation.metrics import compare
+    from MedSRLib.io.volume_files import read_volume
+
+    result, reference = read_volume(args.result), read_volume(args.reference)
+    if result.array.shape != reference.array.shape or not np.allclose(result.spacing, reference.spacing, rtol=1e-3):
+        raise InputError(f"The result (size {result.size}, spacing {format_triple(result.spacing)}) is not on the "
+                         f"reference's grid (size {reference.size}, spacing {format_triple(reference.spacing)}).")
+    mask = None
+    if args.mask:
+        mask_volume = read_volume(args.mask)
+        if mask_volume.array.shape != reference.array.shape:
+            raise InputError(f"The mask has size {mask_volume.size}, the reference {reference.size}.")
+        mask = mask_volume.array != 0
+    # As in the DATA.md protocol: both mapped by the reference's 0.5 / 99.5 percentiles to [0, 1], data range 1.
+    normaliser = Normaliser.fit(reference.array, clip=True)
+    metrics = compare(normaliser.forward(result.array), normaliser.forward(reference.array), mask=mask)
+    print(json.dumps({key: float(value) for key, value in metrics.items()}, indent=2))
+
+
+def run_methods(args):
+    from MedSRLib.models.catalog import list_models
+    from MedSRLib.methods import list_methods
+    methods, models = list_methods(), [dataclasses.asdict(model) for model in list_models()]
+    if args.json:
+        print(json.dumps({"methods": methods, "models": models}, indent=2))
+        return
+    for method in methods:
+        print(f"{method['name']:<12} {method['kind']:<14} scales: {method['scales']:<10} {method['description']}")
+    for model in models:
+        print(f"model {model['name']}: {model['description']}")
+
+
+def run_info(args):
+    from MedSRLib.grid.geometry import detect_thick_axis
+    from MedSRLib.io.volume_files import read_volume
+    volume = read_volume(args.input)
+    array = volume.array
+    thick = detect_thick_axis(volume.spacing)
+    lines = {
+        "size (x, y, z)": str(volume.size),
+        "spacing (mm)": format_triple(volume.spacing),
+        "origin (LPS mm)": format_triple(volume.origin),
+        "direction": " ".join(f"{v:.4g}" for v in volume.direction),
+        "voxel type": str(array.dtype),
+        "intensity min / max": f"{array.min():.6g} / {array.max():.6g}",
+        "thick axis": "none (isotropic)" if thick is None else f"{'xyz'[thick.axis]}, factor {thick.factor:g}",
+    }
+    for key, value in lines.items():
+        print(f"{key:<20} {value}")
+
+
+def run_demo(args):
+    from .demo import DEMO_METHOD, run_demo
+    method = args.method or DEMO_METHOD
+    with progress_reporter(args, f"{method} ×2") as progress:
+        picture = run_demo(args.output_dir, method, progress=progress)
+    print(f"wrote the volumes and {picture}", file=sys.stderr)
+
+
+def run_fetch(args):
+    from MedSRLib.evaluation.datasets import fetch_datasets
+    with progress_reporter(args, "fetch") as progress:
+        manifest = fetch_datasets(args.dest, args.only, progress=progress)
+    print(f"manifest: {manifest}")
+
+
+def refuse_overwriting_input(input_path, output_path):
+    from MedSRLib.errors import InputError
+    if os.path.exists(input_path) and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+        raise InputError("The output path is the input file; MedSR never overwrites its input.")
+
+
+def format_triple(values):
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The bridge between 3D Slicer's MRML scene and MedSRLib (the only library module that touches Slicer).
+
+Slicer places volumes in RAS space, MedSRLib (like ITK and DICOM) in LPS: the two differ by the sign of the first two
+physical axes. A node's IJK→RAS matrix is diag(spacing) scaled directions plus origin; its voxel array, like
+SimpleITK's, is in (k, j, i) order. ``slicer`` is imported inside the functions, so the rest of MedSRLib never needs it.
+
+Console example (in Slicer's Python console)::
+
+    from MedSRLib.mrml import superResolveVolumeNode
+    result = superResolveVolumeNode(getNode("MRHead"), "bspline", (1, 1, 2))
+"""
+from typing import Callable, Optional
+
+import numpy as np
+
+from MedSRLib.errors import InputError
+from MedSRLib.grid.geometry import parse_scale
+from MedSRLib.io.volume import Volume
+
+RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0])
+ATTRIBUTE_PREFIX = "MedSR."
+SCALAR_VOLUME_CLASS = "vtkMRMLScalarVolumeNode"
+
+
+def volumeFromNode(volumeNode) -> Volume:
+    """A copy of a scalar volume node's voxels and geometry as an LPS :class:`Volume` (the node is not modified)."""
+    import slicer.util
+
+    if volumeNode is None or volumeNode.GetImageData() is None:
+        raise InputError("Select an input volume that contains image data.")
+    if volumeNode.GetClassName() != SCALAR_VOLUME_CLASS:
+        raise InputError(f"'{volumeNode.GetName()}' is a {volumeNode.GetClassName()}; MedSR needs a scalar volume "
+                         "(not a label map, vector or tensor volume).")
+    directions = np.zeros((3, 3))
+    volumeNode.GetIJKToRASDirections(directions)
+    array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    return Volume(array, volumeNode.GetSpacing(), RAS_FROM_LPS @ np.asarray(volumeNode.GetOrigin()),
+                  tuple((RAS_FROM_LPS @ directions).ravel()), {"source": volumeNode.GetName()})
+
+
+def addVolumeNodeLike(volume: Volume, referenceNode, name: str, attributes: Optional[dict] = None):
+    """Add ``volume`` to ``referenceNode``'s scene as a new scalar volume node that looks and sits like the reference.
+
+    It gets the reference's parent transform, display window/level and colour table, and is placed beside it in subject
+    hierarchy (under its study). If anything fails, every node this call added is removed again.
+    """
+    import slicer
+    import slicer.util
+
+    scene = referenceNode.GetScene()
+    added = []
+    try:
+        node = scene.AddNewNodeByClass(SCALAR_VOLUME_CLASS, scene.GenerateUniqueName(name))
+        added.append(node)
+        node.SetSpacing(volume.spacing)
+        node.SetOrigin(tuple(RAS_FROM_LPS @ np.asarray(volume.origin)))
+        node.SetIJKToRASDirections(RAS_FROM_LPS @ volume.direction_matrix)
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array))
+        node.SetAndObserveTransformNodeID(referenceNode.GetTransformNodeID())
+        for key, value in (attributes or {}).items():
+            node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
+
+        node.CreateDefaultDisplayNodes()
+        added.append(node.GetDisplayNode())
+        _copyDisplay(referenceNode.GetDisplayNode(), node.GetDisplayNode())
+        _placeBeside(slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene), referenceNode, node)
+        return node
+    except BaseException:
+        for addedNode in reversed(added):
+            if addedNode is not None and scene.IsNodePresent(addedNode):
+                scene.RemoveNode(addedNode)
+        raise
+
+
+def _copyDisplay(source, target) -> None:
+    if source is None or target is None:
+        return
+    target.SetAndObserveColorNodeID(source.GetColorNodeID())
+    target.SetAutoWindowLevel(source.GetAutoWindowLevel())
+    if not source.GetAutoWindowLevel():
+        target.SetWindowLevel(source.GetWindow(), source.GetLevel())
+
+
+def _placeBeside(shNode, referenceNode, node) -> None:
+    """Put ``node``'s subject hierarchy item under the parent (the study) of the reference's item."""
+    referenceItem = shNode.GetItemByDataNode(referenceNode)
+    parent = shNode.GetItemParent(referenceItem) if referenceItem else shNode.GetSceneItemID()
+    item = shNode.GetItemByDataNode(node)
+    if item:
+        shNode.SetItemParent(item, parent)
+    else:
+        shNode.CreateItem(parent, node)
+
+
+def provenanceAttributes(metadata: dict) -> dict:
+    """The node attributes (without prefix) that record how a result was made."""
+    scale = metadata.get("scale")
+    return {
+        "method": metadata.get("method", ""),
+        "scale": ",".join(f"{float(v):g}" for v in scale) if scale is not None else "",
+        "checkpointSHA256": metadata.get("checkpoint_sha256") or "",
+        "version": metadata.get("medsr_version", ""),
+    }
+
+
+def defaultOutputName(inputNode, method: str, scale) -> str:
+    scale_xyz = parse_scale(scale)
+    factors = "x".join(f"{v:g}" for v in scale_xyz) if len(set(scale_xyz)) > 1 else f"{scale_xyz[0]:g}"
+    return f"{inputNode.GetName()} {method} x{factors}"
+
+
+def superResolveVolumeNode(inputNode, method: str = "bspline", scale=2, *, outputName: Optional[str] = None,
+                           superResolve: Optional[Callable] = None, **options):
+    """Super-resolve a scalar volume node; return the new ``vtkMRMLScalarVolumeNode`` added to the input's scene.
+
+    ``scale`` is one factor or one per (x, y, z) = (i, j, k) axis; ``options`` go to :func:`MedSRLib.super_resolve`
+    (patch, stride, blend, device, checkpoint, progress, cancel, ...). ``superResolve`` replaces that function, e.g.
+    by :func:`MedSRLib.process.super_resolve_in_subprocess` to run in a background process. The input node is never
+    modified, and on error or cancel the scene is left exactly as it was.
+    """
+    if superResolve is None:
+        from MedSRLib.api import super_resolve as superResolve
+    name = outputName or defaultOutputName(inputNode, method, scale)
+    result = superResolve(volumeFromNode(inputNode), method, scale, **options)
+    return addVolumeNodeLike(result, inputNode, name, provenanceAttributes(result.metadata))

@@ -1,0 +1,1 @@
+"""Trained models: checkpoint files (weights + metadata), the catalog of shipped models and their weights."""

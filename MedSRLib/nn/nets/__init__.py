@@ -1,0 +1,1 @@
+"""Registered architectures, one per file; ``MedSRLib.nn.build_network`` imports them all."""
