@@ -84,6 +84,13 @@ def output_shape(shape_kji, scale_xyz) -> Tuple[int, int, int]:
     return tuple(max(1, int(round(n * f))) for n, f in zip(shape_kji, array_factors(scale_xyz)))
 
 
+def output_positions(length_out: int, factor: float, first: int = 0) -> np.ndarray:
+    """Where output voxels ``first … first + length_out − 1`` of an axis scaled by ``factor`` sit on the input axis, in
+    input voxel indices (input voxel centres are the integers): ``(o + 0.5) / factor − 0.5``, the corner-aligned grid.
+    Arbitrary-scale networks receive these positions; spline and Lanczos resampling sample there."""
+    return (np.arange(first, first + length_out, dtype=np.float64) + 0.5) / float(factor) - 0.5
+
+
 @dataclass(frozen=True)
 class ThickAxis:
     axis: int        # physical axis: 0 = x (i), 1 = y (j), 2 = z (k)
