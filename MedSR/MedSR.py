@@ -102,16 +102,17 @@ def availableDevices():
 
 
 def methodChoices():
-    """(label, method, checkpoint, description, scales) for every registered method and every catalog model."""
+    """(label, method, checkpoint, description, default scale or None) for every registered method and every catalog
+    model."""
     from MedSRLib import list_methods
     choices = [(info["name"], info["name"], None, f"{info['description']} Scales: {info['scales']}.", None)
                for info in list_methods()]
-    from MedSRLib.models.catalog import format_scales, list_models
+    from MedSRLib.models.catalog import list_models
     for model in list_models():
-        scales = format_scales(model.scales)
         description = (f"{model.description} Modality: {model.modality}, contrast: {model.contrast}, trained on "
-                       f"{model.domain}. Scales: {scales}.")
-        choices.append((f"{model.name} ({model.method})", model.method, model.name, description, model.scales))
+                       f"{model.domain}. Scales: {model.scales.describe()}.")
+        choices.append((f"{model.name} ({model.method})", model.method, model.name, description,
+                        model.scales.default()))
     return choices
 
 
@@ -168,10 +169,10 @@ class MedSRWidget(ScriptedLoadableModuleWidget):
         choice = self.currentChoice()
         if choice is None:
             return
-        _, _, _, description, scales = choice
+        _, _, _, description, scale = choice
         self.ui.methodDescriptionLabel.text = description
-        if scales:
-            self.setScale(scales[0])
+        if scale:
+            self.setScale(scale)
 
     def onInputChanged(self, inputNode):
         self.ui.applyButton.enabled = inputNode is not None and not self.running
@@ -416,14 +417,14 @@ class MedSRTest(ScriptedLoadableModuleTest):
         if not choices:
             self.delayDisplay("No trained model in the catalog; learned-method test skipped")
             return
-        _, method, checkpoint, _, scales = choices[0]
+        _, method, checkpoint, _, scale = choices[0]
         mrHead = SampleData.downloadSample("MRHead")
         # A 48³ crop keeps a CPU run short; it keeps MRHead's directions and spacing.
         crop = slicer.util.arrayFromVolume(mrHead)[40:88, 100:148, 100:148]
         inputNode = slicer.util.addVolumeFromArray(np.array(crop), self.ijkToRAS(mrHead), "MRHead crop")
         self.delayDisplay(f"Super-resolving with {checkpoint} ({method})")
-        resultNode = MedSRLogic().process(inputNode, method, scales[0], checkpoint=checkpoint)
-        self.assertCornerAligned(inputNode, resultNode, np.asarray(scales[0]))
+        resultNode = MedSRLogic().process(inputNode, method, scale, checkpoint=checkpoint)
+        self.assertCornerAligned(inputNode, resultNode, np.asarray(scale))
         self.assertEqual(resultNode.GetAttribute("MedSR.method"), method)
         self.assertEqual(len(resultNode.GetAttribute("MedSR.checkpointSHA256")), 64)
         self.delayDisplay("Learned-method test passed")

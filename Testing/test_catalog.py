@@ -10,6 +10,7 @@ import pytest
 from MedSRLib.models import catalog
 from MedSRLib.models.catalog import DEFAULT_CATALOG, default_model_for, find_model, list_models, resolve_model
 from MedSRLib.errors import Cancelled, CheckpointError
+from MedSRLib.models.scales import ScaleSupport
 
 PAYLOAD = bytes(range(256)) * 40  # 10 240 bytes standing in for a checkpoint
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -66,7 +67,7 @@ def test_every_shipped_model_is_verified_small_and_beats_interpolation_on_its_he
         path = resolve_model(model.name)
         assert path.parent == DEFAULT_CATALOG.parent and path.stat().st_size <= 15 * 2 ** 20
         network, metadata = load_model(model.name)
-        assert metadata["method"] == model.method and [tuple(s) for s in metadata["scales"]] == list(model.scales)
+        assert metadata["method"] == model.method and ScaleSupport.from_document(metadata, "metadata") == model.scales
         assert metadata["training"]["hardware"] and metadata["training"]["budget"]["steps"] > 0
         heldout = metadata["metrics"]["heldout"]
         for volume, rows in heldout["scores"].items():
@@ -82,7 +83,7 @@ def test_catalog_override_by_argument_and_environment(tmp_path, monkeypatch):
     assert [model.name for model in list_models(path)] == ["a"]
     monkeypatch.setenv("MEDSR_CATALOG", str(path))
     found = find_model("a")
-    assert found.scales == ((1.0, 1.0, 2.0),) and found.file == "a.safetensors" and found.url is None
+    assert found.scales.scales == ((1.0, 1.0, 2.0),) and found.file == "a.safetensors" and found.url is None
     assert find_model("b") is None
 
 

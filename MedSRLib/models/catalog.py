@@ -6,18 +6,17 @@ file is checked against the entry's SHA-256 before use, including files already 
 """
 import hashlib
 import json
-import math
 import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Iterable, List, Optional, Union
 
 from MedSRLib.files import file_sha256, is_sha256_hex, temporary_sibling
-from MedSRLib.grid.geometry import format_scale
 from MedSRLib.errors import CheckpointError
 from MedSRLib.progress import CancelCheck, ProgressCallback, report
+from .scales import ScaleSupport
 
 CATALOG_SCHEMA = 1
 DEFAULT_CATALOG = Path(__file__).resolve().parent / "catalog.json"
@@ -25,30 +24,6 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60
 
 PathLike = Union[str, Path, None]
-
-
-Scale = Tuple[float, float, float]
-
-
-def parse_scales(value, where: str) -> Tuple[Scale, ...]:
-    """``value`` as a tuple of (x, y, z) float triples; CheckpointError naming ``where`` unless it is a non-empty list
-    of positive factor triples."""
-    def is_factor(number):
-        return isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number) \
-            and number > 0
-    if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(scale, (list, tuple)) and len(scale) == 3 and all(map(is_factor, scale)) for scale in value):
-        raise CheckpointError(f"In {where}, 'scales' must be a non-empty list of (x, y, z) positive factors.")
-    return tuple(tuple(float(factor) for factor in scale) for scale in value)
-
-
-def scale_in(scale_xyz: Iterable[float], scales: Iterable[Scale]) -> bool:
-    scale = tuple(float(factor) for factor in scale_xyz)
-    return any(all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(scale, allowed)) for allowed in scales)
-
-
-def format_scales(scales: Iterable[Iterable[float]]) -> str:
-    return ", ".join(format_scale(scale) for scale in scales)
 
 
 @dataclass(frozen=True)
@@ -60,7 +35,7 @@ class CatalogEntry:
     modality: str
     contrast: str
     domain: str
-    scales: Tuple[Scale, ...]
+    scales: ScaleSupport
     file: Optional[str] = None
     url: Optional[str] = None
 
@@ -100,7 +75,7 @@ def find_model(name: str, path: PathLike = None) -> Optional[CatalogEntry]:
 def default_model_for(method_name: str, scale_xyz: Iterable[float], path: PathLike = None) -> Optional[CatalogEntry]:
     """The first catalog entry trained for this method at this scale, or None."""
     scale = tuple(scale_xyz)
-    return next((entry for entry in list_models(path) if entry.method == method_name and scale_in(scale, entry.scales)),
+    return next((entry for entry in list_models(path) if entry.method == method_name and entry.scales.contains(scale)),
                 None)
 
 
@@ -186,5 +161,5 @@ def _parse_entry(item, source: Path) -> CatalogEntry:
         raise CheckpointError(f"In {where}, model '{label}' has a 'sha256' that is not a SHA-256 hex digest.")
     return CatalogEntry(name=item["name"], sha256=sha256, description=item["description"], method=item["method"],
                         modality=item["modality"], contrast=item["contrast"], domain=item["domain"],
-                        scales=parse_scales(item.get("scales"), f"{where}, model '{label}'"),
+                        scales=ScaleSupport.from_document(item, f"{where}, model '{label}'"),
                         file=item.get("file"), url=item.get("url"))

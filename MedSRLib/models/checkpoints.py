@@ -1,9 +1,10 @@
 """Checkpoints: one .safetensors file holding the weights and, in its header, MedSR's JSON metadata.
 
-The metadata says everything needed to rebuild and trust the network without running any code from the file: the
-method and scales it serves, the architecture name and hyper-parameters (see ``MedSRLib.nn.build_network``), patch,
-normalisation, training provenance, held-out metrics, and a SHA-256 of the weights that loading verifies. Files are
-never unpickled, so a checkpoint from anywhere is safe to open.
+The metadata says everything needed to rebuild, run and trust the network without running any code from the file:
+the architecture name and hyper-parameters (see ``MedSRLib.nn.build_network``), the inference settings (method, scales
+or scale range, axes, conditioning, patch, normalisation: :mod:`MedSRLib.models.inference_settings`), training
+provenance, held-out metrics, and a SHA-256 of the weights that loading verifies. Files are never unpickled, so a
+checkpoint from anywhere is safe to open.
 """
 import hashlib
 import json
@@ -18,11 +19,11 @@ from safetensors.torch import save_file
 
 from . import catalog
 from MedSRLib._version import __version__
-from .catalog import format_scales, parse_scales, scale_in
 from MedSRLib.errors import CheckpointError
 from MedSRLib.files import is_sha256_hex, temporary_sibling
 from MedSRLib.nn.registry import build_network
 from MedSRLib.progress import CancelCheck, ProgressCallback
+from .inference_settings import InferenceSettings
 
 METADATA_KEY = "medsr"
 CHECKPOINT_SUFFIX = ".safetensors"
@@ -66,19 +67,43 @@ def save_checkpoint(path: Union[str, Path], model_or_state_dict: Union[torch.nn.
     return stored
 
 
+def read_metadata(path: Union[str, Path]) -> dict:
+    """The validated metadata of a checkpoint file, without reading its weights (whose checksum is not checked)."""
+    path = _existing_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            header = reader.metadata() or {}
+    except SafetensorError as error:
+        raise CheckpointError(f"Checkpoint '{path}' is truncated or not a safetensors file ({error}).") from None
+    return _parse_header(header, path)
+
+
 def load_checkpoint(path: Union[str, Path]) -> Tuple[StateDict, dict]:
     """Read a checkpoint written by :func:`save_checkpoint`: (float32 state dict on CPU, validated metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint file '{path}' does not exist.")
-    _refuse_pickle(path)
+    path = _existing_checkpoint(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as reader:
             header = reader.metadata() or {}
             tensors = {name: reader.get_tensor(name) for name in reader.keys()}
     except SafetensorError as error:
         raise CheckpointError(f"Checkpoint '{path}' is truncated or not a safetensors file ({error}).") from None
+    metadata = _parse_header(header, path)
+    if weights_sha256(tensors) != metadata["weights_sha256"]:
+        raise CheckpointError(f"Checkpoint '{path}' is corrupt: its weights do not match the checksum in its metadata.")
 
+    state = {name: tensor.float() if tensor.dtype == torch.float16 else tensor for name, tensor in tensors.items()}
+    return state, metadata
+
+
+def _existing_checkpoint(path: Union[str, Path]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file '{path}' does not exist.")
+    _refuse_pickle(path)
+    return path
+
+
+def _parse_header(header: dict, path: Path) -> dict:
     if METADATA_KEY not in header:
         raise CheckpointError(f"Checkpoint '{path}' has no MedSR metadata; write it with MedSR's save_checkpoint.")
     try:
@@ -86,11 +111,7 @@ def load_checkpoint(path: Union[str, Path]) -> Tuple[StateDict, dict]:
     except json.JSONDecodeError:
         raise CheckpointError(f"Checkpoint '{path}' has unreadable MedSR metadata (invalid JSON).") from None
     validate_metadata(metadata, source=str(path))
-    if weights_sha256(tensors) != metadata["weights_sha256"]:
-        raise CheckpointError(f"Checkpoint '{path}' is corrupt: its weights do not match the checksum in its metadata.")
-
-    state = {name: tensor.float() if tensor.dtype == torch.float16 else tensor for name, tensor in tensors.items()}
-    return state, metadata
+    return metadata
 
 
 def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] = "cpu",
@@ -124,13 +145,8 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
 
 
 def check_compatible(metadata: dict, method_name: str, scale_xyz: Iterable[float]) -> None:
-    """Raise CheckpointError unless the checkpoint was trained for ``method_name`` at ``scale_xyz``."""
-    if metadata["method"] != method_name:
-        raise CheckpointError(f"Checkpoint was trained for method '{metadata['method']}', not '{method_name}'.")
-    scale = tuple(float(factor) for factor in scale_xyz)
-    trained = parse_scales(metadata["scales"], "checkpoint metadata")
-    if not scale_in(scale, trained):
-        raise CheckpointError(f"Checkpoint supports the scales {format_scales(trained)}, not {format_scales([scale])}.")
+    """Raise CheckpointError unless the checkpoint was trained for ``method_name`` and serves ``scale_xyz``."""
+    InferenceSettings.from_metadata(metadata).check_serves(method_name, scale_xyz)
 
 
 def weights_sha256(tensors: StateDict) -> str:
@@ -156,17 +172,10 @@ def validate_metadata(metadata: dict, source: str = "checkpoint metadata") -> No
 
     if not isinstance(metadata, dict):
         raise CheckpointError(f"In {source}, the metadata is not a JSON object.")
-    require(metadata, "method", str, "a method name")
     architecture = require(metadata, "architecture", dict, "an object with 'name' and 'params'")
     require(architecture, "name", str, "an architecture name", "architecture.")
     require(architecture, "params", dict, "an object of hyper-parameters", "architecture.")
-    parse_scales(metadata.get("scales"), source)
-    require(metadata, "axes", str, "a string such as '3d'")
-    patch = require(metadata, "patch", list, "a list of positive patch sizes")
-    if not patch or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in patch):
-        fail("patch", "a list of positive patch sizes")
-    normalisation = require(metadata, "normalisation", dict, "an object with a 'mode'")
-    require(normalisation, "mode", str, "a normalisation mode", "normalisation.")
+    InferenceSettings.from_metadata(metadata, source)
     training = require(metadata, "training", dict, "an object with 'data', 'config', 'budget' and 'hardware'")
     require(training, "data", list, "a list of training data sources", "training.")
     require(training, "config", dict, "an object holding the training configuration", "training.")

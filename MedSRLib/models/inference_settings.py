@@ -1,0 +1,87 @@
+"""A model's inference settings, read from its checkpoint metadata: the single source of how the model is run.
+
+Fields (beside the weights' architecture and training provenance):
+
+* ``scales`` or ``scale_range``: the scales it serves (see :mod:`MedSRLib.models.scales`);
+* ``axes``: ``"3d"`` (3D windows), ``"2d-in-plane"`` (2D slices along ``slice_axis``, their two axes scaled) or
+  ``"2d-through-plane"`` (the volume is interpolated onto the output grid, then slices through the thick axis are
+  refined; ``orientations`` 1 or 2 of them averaged);
+* ``slice_axis``: the array axis (0, 1, 2 = k, j, i) the slices of a 2d-in-plane model are taken along;
+* ``conditioning``: ``"none"`` (``model(x)``) or ``"coordinates"`` (``model(x, coordinates, scale)``, an
+  arbitrary-scale network; see :mod:`MedSRLib.engine.tiling`);
+* ``patch`` / ``stride``: the window the model was trained and validated on, in input voxels of the window axes;
+* ``normalisation``: how intensities were mapped to [0, 1] for training.
+
+Optional fields a checkpoint leaves out take the method's defaults (its class attributes).
+"""
+from dataclasses import dataclass
+from typing import Iterable, Optional, Tuple
+
+from MedSRLib.errors import CheckpointError
+from MedSRLib.grid.geometry import format_scale
+from .scales import ScaleSupport
+
+AXES = ("3d", "2d-in-plane", "2d-through-plane")
+CONDITIONINGS = ("none", "coordinates")
+
+
+def _positive_ints(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    method: str
+    scales: ScaleSupport
+    axes: str
+    patch: Tuple[int, ...]
+    normalisation: dict
+    slice_axis: int = 0
+    conditioning: str = "none"
+    stride: Optional[Tuple[int, ...]] = None
+    orientations: Optional[int] = None
+
+    @classmethod
+    def from_metadata(cls, metadata: dict, source: str = "checkpoint metadata",
+                      defaults: Optional[dict] = None) -> "InferenceSettings":
+        """Read and check the inference fields; ``defaults`` fills the optional ones the metadata leaves out.
+        Raises CheckpointError naming the first malformed field."""
+        def fail(field, expected):
+            raise CheckpointError(f"In {source}, field '{field}' is missing or is not {expected}.")
+
+        values = {**(defaults or {}), **{key: value for key, value in metadata.items() if value is not None}}
+        if values.get("axes") not in AXES:
+            fail("axes", f"one of {', '.join(AXES)}")
+        if not _positive_ints(values.get("patch")):
+            fail("patch", "a list of positive patch sizes")
+        if values.get("stride") is not None and not _positive_ints(values["stride"]):
+            fail("stride", "a list of positive strides")
+        if values.get("slice_axis", 0) not in (0, 1, 2):
+            fail("slice_axis", "an array axis 0, 1 or 2")
+        if values.get("conditioning", "none") not in CONDITIONINGS:
+            fail("conditioning", f"one of {', '.join(CONDITIONINGS)}")
+        if values.get("orientations") not in (None, 1, 2):
+            fail("orientations", "1 or 2")
+        normalisation = values.get("normalisation")
+        if not isinstance(normalisation, dict):
+            fail("normalisation", "an object with a 'mode'")
+        if not isinstance(normalisation.get("mode"), str):
+            fail("normalisation.mode", "a normalisation mode")
+        method = values.get("method")
+        if not isinstance(method, str) or not method:
+            fail("method", "a method name")
+        return cls(method=method, scales=ScaleSupport.from_document(values, source), axes=values["axes"],
+                   patch=tuple(values["patch"]), normalisation=normalisation,
+                   slice_axis=values.get("slice_axis", 0), conditioning=values.get("conditioning", "none"),
+                   stride=tuple(values["stride"]) if values.get("stride") is not None else None,
+                   orientations=values.get("orientations"))
+
+    def check_serves(self, method_name: str, scale_xyz: Iterable[float]) -> None:
+        """CheckpointError unless this model was trained for ``method_name`` and serves ``scale_xyz``."""
+        if self.method != method_name:
+            raise CheckpointError(f"Checkpoint was trained for method '{self.method}', not '{method_name}'.")
+        scale = tuple(float(factor) for factor in scale_xyz)
+        if not self.scales.contains(scale):
+            raise CheckpointError(f"Checkpoint supports the scales {self.scales.describe()}, not "
+                                  f"{format_scale(scale)}.")

@@ -1,0 +1,83 @@
+"""Which scales a model serves: a set of (x, y, z) triples, or a range of float scales per axis (arbitrary-scale models).
+
+Checkpoint metadata and catalog entries hold either ``"scales": [[x, y, z], …]`` or
+``"scale_range": {"min": [x, y, z], "max": [x, y, z]}``; :class:`ScaleSupport` reads both and answers "does this
+model serve that scale?" with one clear sentence when it does not.
+"""
+import math
+from dataclasses import dataclass
+from typing import Iterable, Optional, Tuple
+
+from MedSRLib.errors import CheckpointError
+from MedSRLib.grid.geometry import format_scale
+
+Scale = Tuple[float, float, float]
+
+
+def _is_factor(number) -> bool:
+    return isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number) and number > 0
+
+
+def _is_triple(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_is_factor, value))
+
+
+def parse_scales(value, where: str) -> Tuple[Scale, ...]:
+    """``value`` as a tuple of (x, y, z) float triples; CheckpointError naming ``where`` unless it is a non-empty list
+    of positive factor triples."""
+    if not isinstance(value, (list, tuple)) or not value or not all(map(_is_triple, value)):
+        raise CheckpointError(f"In {where}, 'scales' must be a non-empty list of (x, y, z) positive factors.")
+    return tuple(tuple(float(factor) for factor in scale) for scale in value)
+
+
+def scale_in(scale_xyz: Iterable[float], scales: Iterable[Scale]) -> bool:
+    scale = tuple(float(factor) for factor in scale_xyz)
+    return any(all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(scale, allowed)) for allowed in scales)
+
+
+def format_scales(scales: Iterable[Iterable[float]]) -> str:
+    return ", ".join(format_scale(scale) for scale in scales)
+
+
+@dataclass(frozen=True)
+class ScaleSupport:
+    """Exactly one of ``scales`` (the listed triples) and ``range`` ((min triple, max triple), inclusive per axis)."""
+    scales: Optional[Tuple[Scale, ...]] = None
+    range: Optional[Tuple[Scale, Scale]] = None
+
+    @classmethod
+    def from_document(cls, document: dict, where: str) -> "ScaleSupport":
+        """Read ``scales`` or ``scale_range`` from a metadata or catalog object; CheckpointError naming ``where``."""
+        has_scales, has_range = document.get("scales") is not None, document.get("scale_range") is not None
+        if has_scales == has_range:
+            raise CheckpointError(f"In {where}, give exactly one of 'scales' (a list of (x, y, z) factors) and "
+                                  "'scale_range' ({'min': [x, y, z], 'max': [x, y, z]}).")
+        if has_scales:
+            return cls(scales=parse_scales(document["scales"], where))
+        bounds = document["scale_range"]
+        if not isinstance(bounds, dict) or not all(_is_triple(bounds.get(key)) for key in ("min", "max")) \
+                or any(low > high or low < 1 for low, high in zip(bounds["min"], bounds["max"])):
+            raise CheckpointError(f"In {where}, 'scale_range' must be {{'min': [x, y, z], 'max': [x, y, z]}} with "
+                                  "1 ≤ min ≤ max on every axis.")
+        return cls(range=(tuple(map(float, bounds["min"])), tuple(map(float, bounds["max"]))))
+
+    def contains(self, scale_xyz: Iterable[float]) -> bool:
+        if self.scales is not None:
+            return scale_in(scale_xyz, self.scales)
+        low, high = self.range
+        return all(a - 1e-6 <= factor <= b + 1e-6 for factor, a, b in zip(scale_xyz, low, high))
+
+    def default(self) -> Scale:
+        """The scale a front end proposes: the first listed, or the largest of the range."""
+        return self.scales[0] if self.scales is not None else self.range[1]
+
+    def describe(self) -> str:
+        if self.scales is not None:
+            return format_scales(self.scales)
+        low, high = self.range
+        return f"any from {format_scale(low)} to {format_scale(high)}"
+
+    def to_document(self) -> dict:
+        if self.scales is not None:
+            return {"scales": [list(scale) for scale in self.scales]}
+        return {"scale_range": {"min": list(self.range[0]), "max": list(self.range[1])}}

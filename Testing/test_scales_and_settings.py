@@ -1,0 +1,69 @@
+"""Which scales a model serves and the inference settings a checkpoint carries."""
+import pytest
+
+from MedSRLib.errors import CheckpointError
+from MedSRLib.models.inference_settings import InferenceSettings
+from MedSRLib.models.scales import ScaleSupport
+
+
+def test_listed_scales_match_up_to_rounding_only():
+    support = ScaleSupport.from_document({"scales": [[2, 2, 2], [1, 1, 4]]}, "test")
+    assert support.contains((2.0, 2.0, 2.0)) and support.contains((1, 1, 4.0000001))
+    assert not support.contains((2, 2, 2.5)) and not support.contains((4, 1, 1))
+    assert support.default() == (2.0, 2.0, 2.0)
+    assert support.describe() == "2×2×2, 1×1×4"
+
+
+def test_a_scale_range_serves_float_and_per_axis_scales_inside_it_only():
+    support = ScaleSupport.from_document({"scale_range": {"min": [1, 1, 1], "max": [4, 4, 1]}}, "test")
+    assert support.contains((2.5, 1.3, 1)) and support.contains((4, 4, 1)) and support.contains((1, 1, 1))
+    assert not support.contains((4.01, 2, 1)) and not support.contains((2, 2, 2))
+    assert support.default() == (4.0, 4.0, 1.0)
+    assert support.describe() == "any from 1×1×1 to 4×4×1"
+    assert ScaleSupport.from_document(support.to_document(), "round trip") == support
+
+
+@pytest.mark.parametrize("document", [
+    {},
+    {"scales": [[2, 2, 2]], "scale_range": {"min": [1, 1, 1], "max": [2, 2, 2]}},
+    {"scale_range": {"min": [2, 2, 2], "max": [1, 1, 1]}},
+    {"scale_range": {"min": [0.5, 1, 1], "max": [2, 2, 2]}},
+    {"scale_range": {"min": [1, 1], "max": [2, 2]}},
+    {"scales": []},
+])
+def test_malformed_scale_documents_are_refused_with_the_place_named(document):
+    with pytest.raises(CheckpointError, match="In somewhere"):
+        ScaleSupport.from_document(document, "somewhere")
+
+
+def metadata(**changes):
+    base = {"method": "m", "scales": [[2, 2, 2]], "axes": "3d", "patch": [8, 8, 8],
+            "normalisation": {"mode": "percentile"}}
+    base.update(changes)
+    return base
+
+
+def test_settings_come_from_the_metadata_and_defaults_fill_only_what_it_leaves_out():
+    defaults = {"slice_axis": 1, "conditioning": "none", "orientations": 2}
+    settings = InferenceSettings.from_metadata(metadata(axes="2d-in-plane", patch=[32, 32], slice_axis=2,
+                                                        conditioning="coordinates"), defaults=defaults)
+    assert (settings.axes, settings.slice_axis, settings.conditioning, settings.orientations) == \
+        ("2d-in-plane", 2, "coordinates", 2)
+    assert settings.patch == (32, 32) and settings.stride is None
+
+
+@pytest.mark.parametrize("field, value", [("axes", "4d"), ("slice_axis", 3), ("conditioning", "scale"),
+                                          ("orientations", 3), ("stride", [0]), ("patch", [])])
+def test_bad_inference_fields_are_named(field, value):
+    with pytest.raises(CheckpointError, match=f"'{field}'"):
+        InferenceSettings.from_metadata(metadata(**{field: value}))
+
+
+def test_check_serves_names_the_method_or_the_scales():
+    settings = InferenceSettings.from_metadata(metadata(scales=None, scale_range={"min": [1, 1, 1],
+                                                                                  "max": [4, 4, 4]}))
+    settings.check_serves("m", (2.5, 2.5, 1))
+    with pytest.raises(CheckpointError, match="trained for method 'm', not 'other'"):
+        settings.check_serves("other", (2, 2, 2))
+    with pytest.raises(CheckpointError, match="supports the scales any from 1×1×1 to 4×4×4, not 5×1×1"):
+        settings.check_serves("m", (5, 1, 1))
