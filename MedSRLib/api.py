@@ -17,13 +17,15 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
                   patch: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
                   blend: str = "gaussian", batch_size: int = 4, device: str = "auto",
                   checkpoint: Optional[str] = None, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
-                  normalisation: str = "percentile", percentiles: Tuple[float, float] = (0.5, 99.5),
+                  normalisation: Optional[str] = None, percentiles: Optional[Tuple[float, float]] = None,
                   window: Optional[Tuple[float, float]] = None, output_dtype: str = "float32",
                   progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
                   **method_options) -> Volume:
     """Super-resolve ``volume`` by ``scale`` (one number, or one per (x, y, z) axis) with a registered method.
 
     ``scale="auto"`` makes an anisotropic volume isotropic: the thick axis and its factor come from the spacing.
+    ``normalisation`` / ``percentiles`` / ``window`` default to the model's (from its checkpoint; percentile 0.5–99.5
+    for methods without one).
     Returns a new Volume on the corner-aligned output grid (spacing / scale, size · scale, same direction); the input is
     never modified. Patch and stride are in input voxels. Raises a :class:`MedSRLib.errors.MedSRError` for bad input.
     """
@@ -31,15 +33,18 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
     chosen = get_method(method)
     chosen.check_options(method_options)
     scale_xyz = parse_scale(thick_axis_scale(volume) if scale == "auto" else scale)
-    chosen.check_scale(scale_xyz)
     grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale_xyz)
     settings = RunSettings(patch=patch, stride=stride, blend=blend, batch_size=batch_size, device=device,
                            checkpoint=checkpoint, memory_budget_gb=memory_budget_gb, progress=progress, cancel=cancel,
                            options=method_options)
+    chosen.check_scale(scale_xyz, settings)
     # The output (float32) and the normalised input copy must fit before any method-specific buffers.
     settings.require_memory(4 * (np.prod(grid.shape, dtype=float) + volume.array.size), "The output volume")
 
-    normaliser = Normaliser.fit(volume.array, normalisation, percentiles, window)
+    trained = chosen.normalisation(scale_xyz, settings)
+    normaliser = Normaliser.fit(volume.array, normalisation or trained["mode"],
+                                percentiles or tuple(trained.get("percentiles", (0.5, 99.5))),
+                                window or trained.get("window"))
     result = chosen.run(normaliser.forward(volume.array), scale_xyz, volume.spacing, settings)
     if result.shape != grid.shape:
         raise RuntimeError(f"method {method} returned shape {result.shape}, expected {grid.shape}")

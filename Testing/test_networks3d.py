@@ -7,7 +7,7 @@ import torch
 from MedSRLib.api import super_resolve
 from MedSRLib.models.checkpoints import save_checkpoint
 from MedSRLib.grid.degradation import kspace_truncate
-from MedSRLib.methods.dcsrn import fourier_upsample
+from MedSRLib.grid.fourier import fourier_upsample
 from MedSRLib.nn.registry import architecture_names, build_network
 from MedSRLib.nn.nets.critic3d import PatchCritic3d
 from MedSRLib.nn.nets.dcsrn import DCSRN3d

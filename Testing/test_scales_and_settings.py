@@ -49,11 +49,12 @@ def test_settings_come_from_the_metadata_and_defaults_fill_only_what_it_leaves_o
                                                         conditioning="coordinates"), defaults=defaults)
     assert (settings.axes, settings.slice_axis, settings.conditioning, settings.orientations) == \
         ("2d-in-plane", 2, "coordinates", 2)
-    assert settings.patch == (32, 32) and settings.stride is None
+    assert settings.patch == (32, 32) and settings.inference_patch is None and settings.inference_stride is None
 
 
 @pytest.mark.parametrize("field, value", [("axes", "4d"), ("slice_axis", 3), ("conditioning", "scale"),
-                                          ("orientations", 3), ("stride", [0]), ("patch", [])])
+                                          ("orientations", 3), ("inference_stride", [0]),
+                                          ("inference_patch", [4, -1]), ("patch", [])])
 def test_bad_inference_fields_are_named(field, value):
     with pytest.raises(CheckpointError, match=f"'{field}'"):
         InferenceSettings.from_metadata(metadata(**{field: value}))

@@ -9,8 +9,8 @@ from MedSRLib.errors import Cancelled, CheckpointError, InputError
 from MedSRLib.grid.geometry import output_grid
 from MedSRLib.grid.spline import corner_aligned_resample
 from MedSRLib.nn.nets.edsr2d import EDSR2d, fold_rows, unfold_rows
-from MedSRLib.methods.per_scan import (Budget, PatchSampler, ThroughPlane, degraded_pairs, plan_through_plane,
-    train_with_budget)
+from MedSRLib.methods.per_scan.plan import Budget, ThroughPlane, plan_through_plane
+from MedSRLib.methods.per_scan.training import PatchSampler, degraded_pairs, train_with_budget
 from MedSRLib.io.volume import Volume
 
 OBLIQUE = tuple(np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]]).ravel())

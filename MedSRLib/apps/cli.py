@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     sr.add_argument("--batch", type=int, default=4, help="windows per batch (default 4)")
     sr.add_argument("--memory-budget", type=float, dest="memory_budget_gb", help="GiB the run may use (default 8)")
-    sr.add_argument("--normalisation", default="percentile", choices=["percentile", "minmax", "window"])
+    sr.add_argument("--normalisation", choices=["percentile", "minmax", "window"],
+                    help="intensity mapping to [0, 1] (default: the model's, from its checkpoint; else percentile)")
     sr.add_argument("--window", type=float_list, help="CT window CENTER,WIDTH for --normalisation window")
     sr.add_argument("--output-dtype", default="float32", choices=["float32", "input"],
                     help="float32 (default) or the input's type, rounded and clamped")

@@ -1,10 +1,20 @@
 """The tiling engine: runs any torch module over a volume window by window and stitches the outputs.
 
-A window is a box of the (k, j, i) input array; the model returns it enlarged by integer per-axis ``factors``. In
-``"3d"`` mode the model receives (B, 1, D, H, W) windows; in ``"2d"`` mode it receives (B, 1, H, W) tiles of the slices
-along ``slice_axis`` (internally a 3D window one voxel thick). Patch and stride count input voxels; the last window of
-each axis sits flush with the end, so every voxel is covered. An axis shorter than the patch is padded at its far end
-by repeating the edge voxel ("replicate" padding), and the padding is cropped from the output.
+A window is a box of the (k, j, i) input array. In ``"3d"`` mode the model receives (B, 1, D, H, W) windows; in ``"2d"``
+mode it receives (B, 1, H, W) tiles of the slices along ``slice_axis`` (any array axis; internally a 3D window one
+voxel thick). Patch and stride count input voxels; the last window of each axis sits flush with the end, so every
+voxel is covered. An axis shorter than the patch is padded at its far end by repeating the edge voxel ("replicate"
+padding).
+
+How the model is called (``conditioning``):
+- ``"none"``: ``model(x)`` returns the window enlarged by whole per-axis ``factors``; the output window of input window
+  [a, a + p) is [a·f, (a + p)·f), and padding is cropped from the output.
+- ``"coordinates"`` (arbitrary-scale networks): ``factors`` may be any floats ≥ 1. The output is the corner-aligned
+  grid of ``geometry.output_shape``; every window has the same output size P = floor(p·f) per axis (the whole axis
+  when one window covers it), starting at the first output voxel whose centre lies in the window (the last window
+  flush with the end). The model is called ``model(x, coordinates, scale)``: ``coordinates`` (B, ndim, *output
+  window) holds each output voxel centre's position in the window's input-voxel indices (input voxel centres are
+  the integers; ``geometry.output_positions``), ``scale`` (B, ndim) the factors of the window axes.
 
 Blending of overlapping windows:
 - ``"gaussian"``: weighted mean with a Gaussian importance map, sigma = patch/8 per axis in output voxels;
@@ -27,6 +37,7 @@ import numpy as np
 import torch
 
 from MedSRLib.errors import CheckpointError, InputError, MemoryBudgetError
+from MedSRLib.grid.geometry import output_positions
 from MedSRLib.progress import CancelCheck, ProgressCallback, report
 from .devices import resolve_device
 
@@ -34,11 +45,12 @@ logger = logging.getLogger(__name__)
 
 BLENDS = ("gaussian", "average", "crop-margin")
 MODES = ("3d", "2d")
-DEVICES = ("auto", "cuda", "mps", "cpu")
+CONDITIONINGS = ("none", "coordinates")
 GAUSSIAN_SIGMA_FRACTION = 0.125
 BYTES_PER_VOXEL = 4  # float32
 
 IntOrTriple = Union[int, Sequence[int]]
+FactorsLike = Union[float, Sequence[float]]
 
 
 @dataclass
@@ -58,35 +70,33 @@ class TilingOptions:
     mode: str = "3d"
     slice_axis: int = 0
     autocast: bool = True
+    conditioning: str = "none"
     memory_budget_gb: Optional[float] = None
     activation_factor: float = 96.0
 
 
 @dataclass(frozen=True)
 class _Grid:
-    """Window layout in input voxels, for the (possibly padded) input, plus the output scaling."""
+    """Window layout: input windows in input voxels of the (possibly padded) input, and where each one's output goes."""
     shape: Tuple[int, int, int]
     padded_shape: Tuple[int, int, int]
     patch: Tuple[int, int, int]
-    factors: Tuple[int, int, int]
+    factors: Tuple[float, float, float]
     starts: Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
+    out_patch: Tuple[int, int, int]
+    out_starts: Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
+    out_shape: Tuple[int, int, int]
+    padded_out_shape: Tuple[int, int, int]  # the accumulator: out_shape, plus the output of the padding
     slice_axis: Optional[int]  # set in 2D mode
-
-    @property
-    def out_patch(self) -> Tuple[int, ...]:
-        return tuple(p * f for p, f in zip(self.patch, self.factors))
-
-    @property
-    def out_shape(self) -> Tuple[int, ...]:
-        return tuple(s * f for s, f in zip(self.shape, self.factors))
-
-    @property
-    def padded_out_shape(self) -> Tuple[int, ...]:
-        return tuple(s * f for s, f in zip(self.padded_shape, self.factors))
 
     @property
     def window_count(self) -> int:
         return math.prod(len(starts) for starts in self.starts)
+
+    @property
+    def window_axes(self) -> Tuple[int, ...]:
+        """The array axes the model sees (all three in 3D mode, the slice's two in 2D mode)."""
+        return tuple(axis for axis in range(3) if axis != self.slice_axis)
 
     def windows(self) -> Iterator[Tuple[int, int, int]]:
         """Per-axis window indices, the last axis varying fastest."""
@@ -96,7 +106,15 @@ class _Grid:
         return tuple(slice(starts[n], starts[n] + p) for starts, n, p in zip(self.starts, window, self.patch))
 
     def output_slices(self, window: Tuple[int, int, int]) -> Tuple[slice, ...]:
-        return tuple(slice(s.start * f, s.stop * f) for s, f in zip(self.input_slices(window), self.factors))
+        return tuple(slice(starts[n], starts[n] + p) for starts, n, p in zip(self.out_starts, window, self.out_patch))
+
+    def coordinates(self, window: Tuple[int, int, int]) -> torch.Tensor:
+        """(ndim, *output window): each output voxel centre's position in the input window's voxel indices."""
+        positions = [torch.from_numpy(output_positions(self.out_patch[axis], self.factors[axis],
+                                                       self.out_starts[axis][window[axis]])
+                                      - self.starts[axis][window[axis]]).float()
+                     for axis in self.window_axes]
+        return torch.stack(torch.meshgrid(*positions, indexing="ij"))
 
 
 def _per_axis(value: IntOrTriple, count: int, what: str) -> Tuple[int, ...]:
@@ -115,10 +133,33 @@ def _window_starts(size: int, patch: int, stride: int) -> Tuple[int, ...]:
     return tuple(starts)
 
 
-def _make_grid(shape: Sequence[int], factors: Sequence[int], options: TilingOptions) -> _Grid:
+def _output_layout(size: int, patch: int, factor: float, starts: Sequence[int], conditioned: bool):
+    """(output window size, output window starts, output size, accumulator size) of one axis."""
+    if not conditioned:
+        factor = int(factor)
+        padded = max(size, patch)
+        return patch * factor, tuple(start * factor for start in starts), size * factor, padded * factor
+    out_size = max(1, int(round(size * factor)))
+    if len(starts) == 1:
+        return out_size, (0,), out_size, out_size
+    out_patch = int(math.floor(patch * factor + 1e-9))
+    # The first output voxel whose centre lies at or after the window's first input voxel's outer face.
+    out_starts = [min(int(math.ceil(start * factor - 0.5 - 1e-9)), out_size - out_patch) for start in starts[:-1]]
+    out_starts.append(out_size - out_patch)
+    if any(following > start + out_patch for start, following in zip(out_starts, out_starts[1:])):
+        raise InputError(f"Windows of {patch} voxels with this stride leave gaps in the ×{factor:g} output; use a "
+                         "smaller stride (more overlap) or a larger patch.")
+    return out_patch, tuple(out_starts), out_size, out_size
+
+
+def _make_grid(shape: Sequence[int], factors: FactorsLike, options: TilingOptions) -> _Grid:
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"The tiling engine needs a non-empty 3D array, got shape {tuple(shape)}.")
-    factors = _per_axis(factors, 3, "scale factors")
+    if options.conditioning not in CONDITIONINGS:
+        raise InputError(f"Unknown network conditioning '{options.conditioning}'; choose one of "
+                         f"{', '.join(CONDITIONINGS)}.")
+    conditioned = options.conditioning == "coordinates"
+    factors = _factors(factors, conditioned)
     if options.blend not in BLENDS:
         raise InputError(f"Unknown blending '{options.blend}'; choose one of {', '.join(BLENDS)}.")
     if options.mode not in MODES:
@@ -133,7 +174,7 @@ def _make_grid(shape: Sequence[int], factors: Sequence[int], options: TilingOpti
         slice_axis = options.slice_axis
         if factors[slice_axis] != 1:
             raise InputError(f"A 2D slice model cannot scale its slice axis {slice_axis}; its factor must be 1, not "
-                             f"{factors[slice_axis]}.")
+                             f"{factors[slice_axis]:g}.")
         window_axes = 2
     patch = _per_axis(options.patch, window_axes, "patch size")
     stride = _per_axis(options.stride if options.stride is not None else [p - p // 4 for p in patch],
@@ -144,19 +185,36 @@ def _make_grid(shape: Sequence[int], factors: Sequence[int], options: TilingOpti
         patch = patch[:slice_axis] + (1,) + patch[slice_axis:]
         stride = stride[:slice_axis] + (1,) + stride[slice_axis:]
     shape = tuple(int(s) for s in shape)
+    starts = tuple(_window_starts(s, p, t) for s, p, t in zip(shape, patch, stride))
+    layouts = [_output_layout(s, p, f, axis_starts, conditioned)
+               for s, p, f, axis_starts in zip(shape, patch, factors, starts)]
     return _Grid(shape=shape, padded_shape=tuple(max(s, p) for s, p in zip(shape, patch)), patch=patch,
-                 factors=factors, starts=tuple(_window_starts(s, p, t) for s, p, t in zip(shape, patch, stride)),
-                 slice_axis=slice_axis)
+                 factors=factors, starts=starts, out_patch=tuple(layout[0] for layout in layouts),
+                 out_starts=tuple(layout[1] for layout in layouts), out_shape=tuple(layout[2] for layout in layouts),
+                 padded_out_shape=tuple(layout[3] for layout in layouts), slice_axis=slice_axis)
 
 
-def estimate_memory(image_shape: Sequence[int], factors: Sequence[int], options: TilingOptions) -> int:
+def _factors(factors: FactorsLike, conditioned: bool) -> Tuple[float, float, float]:
+    values = (factors,) * 3 if np.isscalar(factors) else tuple(factors)
+    if len(values) != 3 or not all(np.isfinite(v) and v >= 1 for v in values):
+        raise InputError(f"The scale factors must be one number or 3 numbers of at least 1, not {factors!r}.")
+    if not conditioned and any(float(v) != int(v) for v in values):
+        raise InputError(f"A network without coordinate input scales by whole factors, not {tuple(values)}; use an "
+                         "arbitrary-scale model for other factors.")
+    return tuple(float(v) if conditioned else int(v) for v in values)
+
+
+def estimate_memory(image_shape: Sequence[int], factors: FactorsLike, options: TilingOptions) -> int:
     """Bytes :func:`run_tiled` needs at its peak: input copy, output accumulator, one batch of input and output
-    windows (plus the window weight map) and ``activation_factor`` values per output voxel of the batch."""
+    windows (plus the window weight map and, for coordinate-conditioned networks, the coordinates) and
+    ``activation_factor`` values per output voxel of the batch."""
     grid = _make_grid(image_shape, factors, options)
     batch = min(options.batch_size, grid.window_count)
     in_window, out_window = math.prod(grid.patch), math.prod(grid.out_patch)
+    coordinates = len(grid.window_axes) if options.conditioning == "coordinates" else 0
     values = (math.prod(grid.padded_shape) + math.prod(grid.padded_out_shape) + sum(grid.padded_out_shape)
-              + out_window + batch * (in_window + 2 * out_window) + batch * out_window * options.activation_factor)
+              + out_window + batch * (in_window + (2 + coordinates) * out_window)
+              + batch * out_window * options.activation_factor)
     return int(values * BYTES_PER_VOXEL)
 
 
@@ -183,18 +241,16 @@ class _Stitcher:
         self.axis_totals = []
         for axis, profile in enumerate(profiles):
             total = torch.zeros(grid.padded_out_shape[axis], dtype=torch.float64)
-            factor = grid.factors[axis]
-            for start in grid.starts[axis]:
-                total[start * factor:start * factor + profile.numel()] += profile
+            for start in grid.out_starts[axis]:
+                total[start:start + profile.numel()] += profile
             self.axis_totals.append(total.float())
 
     def _crop_bounds(self, axis: int) -> List[Tuple[int, int]]:
         """Per window along ``axis``: the output range it owns, relative to the window; borders meet mid-overlap."""
-        starts, patch, factor = self.grid.starts[axis], self.grid.patch[axis], self.grid.factors[axis]
-        borders = ([0] + [((start + patch + following) * factor) // 2 for start, following in zip(starts, starts[1:])]
-                   + [self.grid.padded_shape[axis] * factor])
-        return [(low - start * factor, high - start * factor)
-                for start, low, high in zip(starts, borders, borders[1:])]
+        starts, patch = self.grid.out_starts[axis], self.grid.out_patch[axis]
+        borders = ([0] + [(start + patch + following) // 2 for start, following in zip(starts, starts[1:])]
+                   + [self.grid.padded_out_shape[axis]])
+        return [(low - start, high - start) for start, low, high in zip(starts, borders, borders[1:])]
 
     def move_to(self, device: torch.device) -> None:
         self.sum = self.sum.to(device)
@@ -244,13 +300,18 @@ class _Placement:
 
 
 def _predict(model: torch.nn.Module, padded: torch.Tensor, windows: Sequence[Tuple[int, int, int]], grid: _Grid,
-             device: torch.device, autocast: bool) -> torch.Tensor:
+             device: torch.device, autocast: bool, conditioned: bool) -> torch.Tensor:
     batch = torch.stack([padded[grid.input_slices(window)] for window in windows]).unsqueeze(1)
     if grid.slice_axis is not None:
         batch = batch.squeeze(2 + grid.slice_axis)
+    inputs = [batch.to(device)]
+    if conditioned:
+        inputs.append(torch.stack([grid.coordinates(window) for window in windows]).to(device))
+        inputs.append(torch.tensor([[grid.factors[axis] for axis in grid.window_axes]] * len(windows),
+                                   dtype=torch.float32, device=device))
     use_autocast = autocast and device.type == "cuda"
     with torch.autocast("cuda") if use_autocast else contextlib.nullcontext():
-        predictions = model(batch.to(device))
+        predictions = model(*inputs)
     if grid.slice_axis is not None:
         predictions = predictions.unsqueeze(2 + grid.slice_axis)
     expected = (len(windows), 1, *grid.out_patch)
@@ -261,11 +322,12 @@ def _predict(model: torch.nn.Module, padded: torch.Tensor, windows: Sequence[Tup
     return predictions[:, 0].float()
 
 
-def run_tiled(model: torch.nn.Module, image: np.ndarray, factors: Sequence[int],
+def run_tiled(model: torch.nn.Module, image: np.ndarray, factors: FactorsLike,
               options: Optional[TilingOptions] = None, progress: Optional[ProgressCallback] = None,
               cancel: Optional[CancelCheck] = None) -> np.ndarray:
     """Run ``model`` over ``image`` (float (k, j, i)) window by window; return the float32 output of shape
-    ``image.shape * factors`` (per array axis). The model is put in eval mode and moved to the chosen device.
+    ``image.shape * factors`` (per array axis; rounded for a coordinate-conditioned network, as
+    ``geometry.output_shape``). The model is put in eval mode and moved to the chosen device.
     Progress counts windows; cancelling between batches raises :class:`~MedSRLib.errors.Cancelled`."""
     options = options or TilingOptions()
     image = np.ascontiguousarray(image, dtype=np.float32)
@@ -293,7 +355,8 @@ def run_tiled(model: torch.nn.Module, image: np.ndarray, factors: Sequence[int],
         while done < len(windows):
             batch = windows[done:done + placement.batch_size]
             try:
-                predictions = _predict(model, padded, batch, grid, placement.compute, options.autocast)
+                predictions = _predict(model, padded, batch, grid, placement.compute, options.autocast,
+                                       options.conditioning == "coordinates")
                 predictions = predictions.to(placement.stitch)
             except torch.cuda.OutOfMemoryError:
                 predictions = None

@@ -1,6 +1,14 @@
-"""The methods MedSR offers, registered by name; importing this package registers them all."""
+"""The methods MedSR offers, registered by name.
+
+Importing this package imports every module in it, so a method file's ``@register`` runs: adding a method is adding
+its file (see docs/adding-a-method.md). Method modules import torch only when they run.
+"""
+import importlib
+import pkgutil
+
 from .base import Method, MethodKind, RunSettings, get_method, list_methods, register
-# Importing a method's module registers it.
-from . import clade, dcsrn, esrgan3d, lanczos, smore, spline_interpolation, threeplayer  # noqa: F401
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["Method", "MethodKind", "RunSettings", "get_method", "list_methods", "register"]

@@ -15,6 +15,7 @@ from MedSRLib.grid.geometry import format_scale
 from MedSRLib.progress import CancelCheck, ProgressCallback
 
 DEFAULT_MEMORY_BUDGET_GB = float(os.environ.get("MEDSR_MEMORY_BUDGET_GB", "8"))
+DEFAULT_NORMALISATION = {"mode": "percentile", "percentiles": [0.5, 99.5]}
 
 
 class MethodKind(str, Enum):
@@ -49,10 +50,6 @@ class RunSettings:
                 "budget; crop the volume, lower the scale, or raise the budget (--memory-budget / MEDSR_MEMORY_BUDGET_GB).")
 
 
-# Options every per-scan (self-supervised) method takes, beside its own.
-PER_SCAN_OPTIONS = ("budget_seconds", "iterations", "save_model", "force_scale", "both_orientations", "seed")
-
-
 class Method:
     """Base class: subclasses set the class attributes and implement :meth:`run`."""
     name: str = ""
@@ -71,10 +68,15 @@ class Method:
             accepted = ", ".join(self.option_names) or "none"
             raise InputError(f"Method '{self.name}' has no option '{unknown[0]}' (its options: {accepted}).")
 
-    def check_scale(self, scale_xyz: Tuple[float, float, float]) -> None:
+    def check_scale(self, scale_xyz: Tuple[float, float, float], settings: RunSettings) -> None:
+        """Refuse a scale this method cannot serve, before any work."""
         if self.scales is not None and not any(np.allclose(scale_xyz, allowed) for allowed in self.scales):
             raise InputError(f"Method '{self.name}' supports the scales {self.describe_scales()}, not "
                              f"{format_scale(scale_xyz)}.")
+
+    def normalisation(self, scale_xyz, settings: RunSettings) -> dict:
+        """How intensities are mapped to [0, 1] unless the caller says otherwise (learned methods: as trained)."""
+        return dict(DEFAULT_NORMALISATION)
 
     def describe_scales(self) -> str:
         if self.scales is None:

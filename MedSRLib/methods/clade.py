@@ -17,7 +17,9 @@ import itertools
 import numpy as np
 
 from MedSRLib.errors import InputError
-from .base import PER_SCAN_OPTIONS, Method, MethodKind, RunSettings, register
+from .base import register
+from .per_scan import PerScanMethod
+from .per_scan.plan import PER_SCAN_OPTIONS
 
 ARCHITECTURE = "clade_resnet2d"
 RESIDUAL_BLOCKS = 6
@@ -35,9 +37,8 @@ DEFAULT_GRADIENT_WEIGHT = 5.0
 
 
 @register
-class Clade(Method):
+class Clade(PerScanMethod):
     name = "clade"
-    kind = MethodKind.PER_SCAN
     description = ("CLADE: CycleGAN with weight-demodulated convs and a Sobel gradient-mapping loss, trained unpaired "
                    "on the scan's own in-plane vs through-plane patches; any anatomy or contrast; scale = spacing "
                    "ratio.")
@@ -46,16 +47,12 @@ class Clade(Method):
     default_both_orientations = False
     activation_factor = 96.0
 
-    def run(self, image, scale_xyz, spacing, settings: RunSettings):
-        from .per_scan import run_per_scan
-        return run_per_scan(self, image, scale_xyz, spacing, settings)
-
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
         import torch
         from torch.nn.functional import l1_loss, mse_loss
 
         from MedSRLib.nn.nets.cyclegan import CladeGenerator, PatchDiscriminator, gradient_mapping_loss
-        from .per_scan import PatchSampler, TrainedModel, through_plane_stack, train_with_budget
+        from .per_scan.training import PatchSampler, TrainedModel, through_plane_stack, train_with_budget
 
         gradient_weight = float(options.get("gradient_weight", DEFAULT_GRADIENT_WEIGHT))
         features = options.get("features", DEFAULT_FEATURES)

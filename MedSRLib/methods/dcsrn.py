@@ -6,43 +6,18 @@ the input is first Fourier-interpolated (zero-padded in k-space) onto the corner
 everywhere: output voxel o sits at input index (o + 0.5) / f − 0.5, which is a phase shift of 0.5 / f − 0.5 input
 voxels before padding. The network then runs tiled at factor 1. Patch and stride are therefore in output voxels.
 """
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 
+from MedSRLib.grid.fourier import fourier_upsample
 from MedSRLib.grid.geometry import array_factors
 from .base import RunSettings, register
-from .network import NetworkMethod
-
-
-def fourier_upsample(image: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """Band-limited (k-space zero-padding) interpolation of ``image`` by whole ``factors`` per array axis onto the
-    corner-aligned grid; float32. An even-length axis's Nyquist coefficient is split between ±Nyquist so the
-    result is real."""
-    result = np.asarray(image, dtype=np.complex64)
-    for axis, factor in enumerate(int(f) for f in factors):
-        if factor == 1:
-            continue
-        length = result.shape[axis]
-        spectrum = np.moveaxis(np.fft.fft(result, axis=axis), axis, 0)
-        frequencies = np.fft.fftfreq(length, d=1.0 / length)  # integers; the Nyquist one (even length) is −length/2
-        shift = 0.5 / factor - 0.5
-        spectrum = spectrum * np.exp(2j * np.pi * frequencies * shift / length).reshape(-1, 1, 1).astype(np.complex64)
-        padded = np.zeros((length * factor,) + spectrum.shape[1:], dtype=np.complex64)
-        positive = (length + 1) // 2  # frequencies 0 … ceil(length / 2) − 1
-        padded[:positive] = spectrum[:positive]
-        negative = length // 2        # frequencies −floor(length / 2) … −1
-        padded[-negative:] = spectrum[-negative:]
-        if length % 2 == 0:
-            nyquist = np.fft.fft(np.moveaxis(result, axis, 0), axis=0)[length // 2]
-            padded[-negative] = 0.5 * nyquist * np.exp(-1j * np.pi * shift)
-            padded[length // 2] = 0.5 * nyquist * np.exp(1j * np.pi * shift)
-        result = np.moveaxis(np.fft.ifft(padded, axis=0) * factor, 0, axis)
-    return np.ascontiguousarray(result.real, dtype=np.float32)
+from .network import PatchNetworkMethod
 
 
 @register
-class DCSRN(NetworkMethod):
+class DCSRN(PatchNetworkMethod):
     name = "dcsrn"
     description = ("DCSRN: densely connected 3D network on the output grid after Fourier interpolation, trained with "
                    "WGAN-GP on k-space-truncated input; 3D ×2 isotropic.")

@@ -1,51 +1,111 @@
-"""Trained networks applied by the tiling engine: the shared machinery of every learned patch or slice method.
+"""The network families: trained networks run by the engine, as their checkpoints say.
 
-A learned method is a subclass that declares its name, kind, scales and default patch/stride; its weights come from
-``--checkpoint`` (a file or a catalog name) or, by default, from the first catalog model for the method and scale.
-torch is imported only here and below, when a learned method actually runs.
+A learned method is a subclass that declares its name, description and defaults; its weights come from ``--checkpoint``
+(a file or a catalog name) or, by default, from the first catalog model for the method and scale. The checkpoint's
+inference settings (:mod:`MedSRLib.models.inference_settings`) decide how the network runs — 3D windows, 2D slices
+along an axis, or the through-plane mode; whole or float scales; with or without coordinate input — and the class
+attributes below are only defaults for a model that leaves a setting out.
+
+torch is imported only when a learned method actually runs.
 """
 from pathlib import Path
 
+import numpy as np
+
 from MedSRLib.errors import CheckpointError
-from MedSRLib.grid.geometry import array_factors, format_scale
+from MedSRLib.grid.geometry import array_factors, format_scale, output_shape
 from .base import Method, MethodKind, RunSettings
 
 
 class NetworkMethod(Method):
-    kind = MethodKind.PATCH_3D
-    # For 2D slice methods: the array axis whose slices the network sees (0 = axial slices of a (k, j, i) volume).
+    axes = "3d"
     slice_axis = 0
+    conditioning = "none"
+    orientations = 1
     # Peak activation memory per output voxel of a window, in float32 values, for the engine's memory estimate.
     activation_factor = 64.0
 
+    def setting_defaults(self) -> dict:
+        """What a checkpoint that leaves these settings out gets."""
+        return {"axes": self.axes, "slice_axis": self.slice_axis, "conditioning": self.conditioning,
+                "orientations": self.orientations}
+
+    def model_source(self, scale_xyz, settings: RunSettings) -> str:
+        """``--checkpoint`` (a file or a catalog name), else the catalog's default model for this method and scale."""
+        from MedSRLib.models.catalog import default_model_for
+        if settings.checkpoint is not None:
+            return settings.checkpoint
+        entry = default_model_for(self.name, scale_xyz)
+        if entry is None:
+            raise CheckpointError(f"No trained model for '{self.name}' at scale {format_scale(scale_xyz)} ships with "
+                                  "MedSR; train one (see Training/) and pass it with --checkpoint.")
+        return entry.name
+
+    def _header_settings(self, scale_xyz, settings: RunSettings):
+        """The model's inference settings from its checkpoint's header (a catalog model is fetched if need be)."""
+        from MedSRLib.models.checkpoints import checkpoint_path, read_metadata
+        from MedSRLib.models.inference_settings import InferenceSettings
+        path = checkpoint_path(self.model_source(scale_xyz, settings), progress=settings.progress,
+                               cancel=settings.cancel)
+        return InferenceSettings.from_metadata(read_metadata(path), str(path), self.setting_defaults())
+
+    def check_scale(self, scale_xyz, settings: RunSettings) -> None:
+        """Refuse, before any work, a model for another method or scale."""
+        self._header_settings(scale_xyz, settings).check_serves(self.name, scale_xyz)
+
+    def normalisation(self, scale_xyz, settings: RunSettings) -> dict:
+        """The normalisation the model was trained with, from its checkpoint's header."""
+        return self._header_settings(scale_xyz, settings).normalisation
+
     def network_input(self, image, scale_xyz, settings: RunSettings):
-        """The array the network is tiled over and its whole factor per array axis. A network that works on the
-        output grid (DCSRN) overrides this to interpolate first and return factors (1, 1, 1)."""
-        return image, tuple(int(round(f)) for f in array_factors(scale_xyz))
+        """The array the network is tiled over and its factor per array axis. A network that works on the output
+        grid (DCSRN) overrides this to interpolate first and return factors (1, 1, 1)."""
+        return image, array_factors(scale_xyz)
 
     def run(self, image, scale_xyz, spacing, settings: RunSettings):
-        from MedSRLib.models.catalog import default_model_for, find_model
-        from MedSRLib.models.checkpoints import check_compatible, load_model
-        from MedSRLib.files import file_sha256
+        from MedSRLib.engine.through_plane import interpolate_and_refine
         from MedSRLib.engine.tiling import TilingOptions, run_tiled
+        from MedSRLib.files import file_sha256
+        from MedSRLib.models.catalog import find_model
+        from MedSRLib.models.checkpoints import load_model
+        from MedSRLib.models.inference_settings import InferenceSettings
 
-        source = settings.checkpoint
-        if source is None:
-            entry = default_model_for(self.name, scale_xyz)
-            if entry is None:
-                raise CheckpointError(f"No trained model for '{self.name}' at scale {format_scale(scale_xyz)} "
-                                      "ships with MedSR; train one (see Training/) and pass it with --checkpoint.")
-            source = entry.name
+        source = self.model_source(scale_xyz, settings)
         model, metadata = load_model(source)
-        check_compatible(metadata, self.name, scale_xyz)
-        network_image, factors = self.network_input(image, scale_xyz, settings)
+        model_settings = InferenceSettings.from_metadata(metadata, str(source), self.setting_defaults())
+        model_settings.check_serves(self.name, scale_xyz)
         options = TilingOptions(
-            patch=settings.patch or self.default_patch, stride=settings.stride or self.default_stride,
+            patch=settings.patch or model_settings.inference_patch or self.default_patch,
+            stride=settings.stride or model_settings.inference_stride or self.default_stride,
             blend=settings.blend, batch_size=settings.batch_size, device=settings.device,
-            mode="2d" if self.kind == MethodKind.SLICE_2D else "3d", slice_axis=self.slice_axis,
-            memory_budget_gb=settings.memory_budget_gb, activation_factor=self.activation_factor)
-        result = run_tiled(model, network_image, factors, options, settings.progress, settings.cancel)
+            mode="3d" if model_settings.axes == "3d" else "2d", slice_axis=model_settings.slice_axis,
+            conditioning=model_settings.conditioning, memory_budget_gb=settings.memory_budget_gb,
+            activation_factor=self.activation_factor)
+        if model_settings.axes == "2d-through-plane":
+            # The interpolated volume, one refined orientation and the running sum, float32.
+            settings.require_memory(3 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))),
+                                    f"Method '{self.name}'")
+            result = interpolate_and_refine(model, image, scale_xyz, options, model_settings.orientations,
+                                            settings.progress, settings.cancel)
+        else:
+            network_image, factors = self.network_input(image, scale_xyz, settings)
+            result = run_tiled(model, network_image, factors, options, settings.progress, settings.cancel)
         sha256 = file_sha256(source) if Path(source).is_file() else find_model(source).sha256
         settings.provenance.update(checkpoint=str(source), checkpoint_sha256=sha256)
         return result
 
+    def info(self) -> dict:
+        return {**super().info(), "axes": self.axes}
+
+
+class PatchNetworkMethod(NetworkMethod):
+    """3D networks over 3D windows; patch and stride are input voxels."""
+    kind = MethodKind.PATCH_3D
+    axes = "3d"
+
+
+class SliceNetworkMethod(NetworkMethod):
+    """2D networks over the slices along one array axis (``axes = "2d-in-plane"``), or over the slices through the
+    thick axis of a volume first interpolated onto the output grid (``"2d-through-plane"``); patch and stride are 2D."""
+    kind = MethodKind.SLICE_2D
+    axes = "2d-in-plane"

@@ -1,7 +1,7 @@
 """SMORE-style self-supervised through-plane super-resolution, trained on the scan it super-resolves.
 
 Training pairs come from the scan's own in-plane slices, degraded along one in-plane axis with the through-plane slice
-profile and interpolated back (``per_scan.degraded_pairs``); an EDSR-like 2D network (``nn.edsr2d``) learns to undo
+profile and interpolated back (``per_scan.training.degraded_pairs``); an EDSR-like 2D network (``nn.nets.edsr2d``) learns to undo
 that with an L1 loss, and then refines the through-plane slices of the B-spline-interpolated scan.
 
 Options (``super_resolve(..., **options)``): ``budget_seconds`` / ``iterations`` (training budget, whichever ends
@@ -9,7 +9,9 @@ first; default 360 s), ``profile`` ("box" or "gaussian" of FWHM = slice thicknes
 ``both_orientations`` (average both through-plane orientations, default True), ``save_model`` (a .safetensors path),
 ``force_scale`` (trust the scale over the spacing), ``seed``.
 """
-from .base import PER_SCAN_OPTIONS, Method, MethodKind, RunSettings, register
+from .base import register
+from .per_scan import PerScanMethod
+from .per_scan.plan import PER_SCAN_OPTIONS
 
 ARCHITECTURE = "edsr2d"
 NETWORK_PARAMS = {"features": 32, "blocks": 8, "fold": 4, "residual_scale": 0.1}
@@ -19,9 +21,8 @@ PEAK_LEARNING_RATE = 1e-3
 
 
 @register
-class Smore(Method):
+class Smore(PerScanMethod):
     name = "smore"
-    kind = MethodKind.PER_SCAN
     description = ("SMORE-style self-supervised through-plane SR of thick-slice scans: trains a 2D network on the "
                    "scan's own in-plane slices (no pretrained weights), any anatomy or contrast; scale = spacing ratio.")
     option_names = PER_SCAN_OPTIONS + ("profile", "gap")
@@ -29,15 +30,13 @@ class Smore(Method):
     default_both_orientations = True
     activation_factor = 64.0  # whole slices per window; the network works at a quarter of the row resolution
 
-    def run(self, image, scale_xyz, spacing, settings: RunSettings):
-        from .per_scan import run_per_scan
-        return run_per_scan(self, image, scale_xyz, spacing, settings)
-
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
         import torch
+
         from MedSRLib.nn.nets.edsr2d import EDSR2d
-        from .per_scan import (PatchSampler, TrainedModel, check_profile, cosine_learning_rate, degraded_pairs,
-            train_with_budget)
+        from .per_scan.plan import check_profile
+        from .per_scan.training import (PatchSampler, TrainedModel, cosine_learning_rate, degraded_pairs,
+                                        train_with_budget)
 
         profile = check_profile(options)
         gap_mm = float(options.get("gap", 0.0))

@@ -1,29 +1,21 @@
-"""Nearest, linear and cubic B-spline interpolation onto the corner-aligned output grid.
-
-Output voxel ``o`` along an axis with factor ``f`` sits at input index ``(o + 0.5) / f - 0.5`` (the grid of
-``geometry.output_grid``, which networks use too, so difference images line up). Borders mirror about the volume's
-outer face (scipy's "grid-mirror"), like ``scipy.ndimage.zoom(grid_mode=True)``, which made the DATA.md reference table.
-"""
+"""Nearest, linear and cubic B-spline interpolation onto the corner-aligned output grid (``grid.spline``); borders
+mirror about the volume's outer face, like ``scipy.ndimage.zoom(grid_mode=True)``, which made the reference table."""
 import numpy as np
 
-from MedSRLib.grid.geometry import output_shape
 from MedSRLib.grid.spline import corner_aligned_resample
-from MedSRLib.progress import report
-from .base import Method, MethodKind, RunSettings, register
+from .base import RunSettings, register
+from .interpolation import InterpolationMethod
 
 
-class SplineInterpolation(Method):
-    kind = MethodKind.INTERPOLATION
+class SplineInterpolation(InterpolationMethod):
     order = 1
 
-    def run(self, image, scale_xyz, spacing, settings: RunSettings):
-        voxels_out = np.prod(output_shape(image.shape, scale_xyz), dtype=float)
+    def working_bytes(self, image, shape_out):
         # float32 output, plus scipy's float64 copy of the spline-filtered input for order > 1.
-        settings.require_memory(4 * voxels_out + (8 * image.size if self.order > 1 else 0), f"{self.name} interpolation")
-        report(0, 1, settings.progress, settings.cancel)
-        result = corner_aligned_resample(image, scale_xyz, self.order)
-        report(1, 1, settings.progress, None)
-        return result
+        return 4 * np.prod(shape_out, dtype=float) + (8 * image.size if self.order > 1 else 0)
+
+    def resample(self, image, scale_xyz, settings: RunSettings):
+        return corner_aligned_resample(image, scale_xyz, self.order)
 
 
 @register

@@ -5,10 +5,10 @@ Inference is the generator alone, tiled with overlap blending on the corner-alig
 ``python -m Training.train --config Training/configs/threeplayer-x2.yaml``.
 """
 from .base import register
-from .network import NetworkMethod
+from .network import PatchNetworkMethod
 
 
-class RRDBPatchMethod(NetworkMethod):
+class RRDBPatchMethod(PatchNetworkMethod):
     """A 3D RRDB generator (``rrdb3d``) applied to LR windows; patch and stride are LR voxels (output 2× larger)."""
     scales = ((2.0, 2.0, 2.0),)
     default_patch = (32, 32, 32)

@@ -114,6 +114,19 @@ def _parse_header(header: dict, path: Path) -> dict:
     return metadata
 
 
+def checkpoint_path(name_or_path: Union[str, Path], catalog_path: Union[str, Path, None] = None,
+                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Path:
+    """The local file of a checkpoint path or catalog model name (a catalog model is downloaded when needed)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if catalog.find_model(str(name_or_path), catalog_path) is None:
+        names = ", ".join(entry.name for entry in catalog.list_models(catalog_path)) or "none yet"
+        raise CheckpointError(f"'{name_or_path}' is neither a checkpoint file nor a catalog model "
+                              f"(catalog models: {names}).")
+    return catalog.resolve_model(str(name_or_path), catalog_path, progress, cancel)
+
+
 def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] = "cpu",
                catalog_path: Union[str, Path, None] = None, progress: Optional[ProgressCallback] = None,
                cancel: Optional[CancelCheck] = None) -> Tuple[torch.nn.Module, dict]:
@@ -122,14 +135,7 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
     ``name_or_path`` is a checkpoint file, or else the name of a catalog model, downloaded into the cache if needed
     (``progress`` and ``cancel`` then follow the download).
     """
-    path = Path(name_or_path)
-    if not path.is_file():
-        if catalog.find_model(str(name_or_path), catalog_path) is None:
-            names = ", ".join(entry.name for entry in catalog.list_models(catalog_path)) or "none yet"
-            raise CheckpointError(f"'{name_or_path}' is neither a checkpoint file nor a catalog model "
-                                  f"(catalog models: {names}).")
-        path = catalog.resolve_model(str(name_or_path), catalog_path, progress, cancel)
-
+    path = checkpoint_path(name_or_path, catalog_path, progress, cancel)
     state, metadata = load_checkpoint(path)
     architecture = metadata["architecture"]
     network = build_network(architecture["name"], architecture["params"])

@@ -9,7 +9,9 @@ Fields (beside the weights' architecture and training provenance):
 * ``slice_axis``: the array axis (0, 1, 2 = k, j, i) the slices of a 2d-in-plane model are taken along;
 * ``conditioning``: ``"none"`` (``model(x)``) or ``"coordinates"`` (``model(x, coordinates, scale)``, an
   arbitrary-scale network; see :mod:`MedSRLib.engine.tiling`);
-* ``patch`` / ``stride``: the window the model was trained and validated on, in input voxels of the window axes;
+* ``patch``: the patch the model was trained on, in input voxels of the window axes (required; informative);
+* ``inference_patch`` / ``inference_stride``: the tiling window and stride to run it with (input voxels of the window
+  axes); when absent, the method's defaults (``None`` there: whole slices for per-scan models);
 * ``normalisation``: how intensities were mapped to [0, 1] for training.
 
 Optional fields a checkpoint leaves out take the method's defaults (its class attributes).
@@ -30,6 +32,10 @@ def _positive_ints(value) -> bool:
         isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value)
 
 
+def _optional_tuple(value) -> Optional[Tuple[int, ...]]:
+    return None if value is None else tuple(value)
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     method: str
@@ -39,7 +45,8 @@ class InferenceSettings:
     normalisation: dict
     slice_axis: int = 0
     conditioning: str = "none"
-    stride: Optional[Tuple[int, ...]] = None
+    inference_patch: Optional[Tuple[int, ...]] = None
+    inference_stride: Optional[Tuple[int, ...]] = None
     orientations: Optional[int] = None
 
     @classmethod
@@ -55,8 +62,9 @@ class InferenceSettings:
             fail("axes", f"one of {', '.join(AXES)}")
         if not _positive_ints(values.get("patch")):
             fail("patch", "a list of positive patch sizes")
-        if values.get("stride") is not None and not _positive_ints(values["stride"]):
-            fail("stride", "a list of positive strides")
+        for field in ("inference_patch", "inference_stride"):
+            if values.get(field) is not None and not _positive_ints(values[field]):
+                fail(field, "a list of positive sizes")
         if values.get("slice_axis", 0) not in (0, 1, 2):
             fail("slice_axis", "an array axis 0, 1 or 2")
         if values.get("conditioning", "none") not in CONDITIONINGS:
@@ -74,7 +82,8 @@ class InferenceSettings:
         return cls(method=method, scales=ScaleSupport.from_document(values, source), axes=values["axes"],
                    patch=tuple(values["patch"]), normalisation=normalisation,
                    slice_axis=values.get("slice_axis", 0), conditioning=values.get("conditioning", "none"),
-                   stride=tuple(values["stride"]) if values.get("stride") is not None else None,
+                   inference_patch=_optional_tuple(values.get("inference_patch")),
+                   inference_stride=_optional_tuple(values.get("inference_stride")),
                    orientations=values.get("orientations"))
 
     def check_serves(self, method_name: str, scale_xyz: Iterable[float]) -> None:

@@ -1,0 +1,96 @@
+"""The per-scan family: through-plane super-resolution learned from the scan itself (SMORE, CLADE).
+
+A thick-slice scan has fine in-plane slices and coarse through-plane ones. A per-scan method learns, from the scan
+alone, a 2D network that sharpens the through-plane slices of the scan interpolated (cubic B-spline) onto the output
+grid, then runs it in the engine's through-plane mode (``engine.through_plane``). :class:`PerScanMethod` holds the
+shared ``run`` — check the input, train within a budget (or reuse a saved model), optionally save the model, refine —
+and each method supplies its network and training step (``train``). The training helpers are in
+``per_scan.training`` (torch), imported only when a per-scan method runs.
+"""
+from typing import Optional
+
+import numpy as np
+
+from MedSRLib.errors import InputError
+from MedSRLib.grid.geometry import output_shape
+from MedSRLib.progress import ProgressCallback
+from ..base import Method, MethodKind, RunSettings
+from .plan import PER_SCAN_OPTIONS, PROGRESS_TOTAL, TRAINING_SHARE, Budget, ThroughPlane, plan_through_plane
+
+
+
+class PerScanMethod(Method):
+    """Subclasses set ``default_budget_seconds``, ``default_both_orientations``, ``default_patch`` / ``default_stride``
+    (2D, None: whole slices), ``activation_factor``, and implement :meth:`train`."""
+    kind = MethodKind.PER_SCAN
+    option_names = PER_SCAN_OPTIONS
+    default_budget_seconds = 300.0
+    default_both_orientations = False
+    activation_factor = 64.0
+
+    def train(self, image: np.ndarray, interpolated: np.ndarray, plan: ThroughPlane, options: dict, budget: Budget,
+              device, progress: Optional[ProgressCallback], cancel):
+        """Train the refinement network on ``image`` (``interpolated``: the scan on the output grid); return a
+        ``per_scan.training.TrainedModel``."""
+        raise NotImplementedError
+
+    def run(self, image, scale_xyz, spacing, settings: RunSettings):
+        import torch
+
+        from MedSRLib.engine.devices import resolve_device
+        from MedSRLib.engine.through_plane import refine_through_plane
+        from MedSRLib.engine.tiling import TilingOptions
+        from MedSRLib.files import file_sha256
+        from MedSRLib.grid.spline import corner_aligned_resample
+        from MedSRLib.models.checkpoints import CHECKPOINT_SUFFIX
+        from .training import load_per_scan_model, save_per_scan_model
+
+        options = dict(settings.options)
+        plan = plan_through_plane(self.name, image.shape, scale_xyz, spacing, bool(options.get("force_scale")))
+        if options.get("save_model") and not str(options["save_model"]).endswith(CHECKPOINT_SUFFIX):
+            raise InputError(f"The per-scan model file '{options['save_model']}' must end in {CHECKPOINT_SUFFIX}.")
+        # The interpolated volume, one refined orientation and the running sum, float32.
+        settings.require_memory(3 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))), f"Method '{self.name}'")
+        device = resolve_device(settings.device)
+        interpolated = corner_aligned_resample(image, scale_xyz, order=3)
+        both = options.get("both_orientations")
+
+        if settings.checkpoint is not None:
+            network, saved = load_per_scan_model(settings.checkpoint, self.name, scale_xyz)
+            if both is None and saved.orientations is not None:
+                both = saved.orientations == 2
+            settings.provenance.update(checkpoint=str(settings.checkpoint),
+                                       checkpoint_sha256=file_sha256(settings.checkpoint))
+            inference_start = 0
+        else:
+            budget = Budget.from_options(options, self.default_budget_seconds)
+            torch.manual_seed(int(options.get("seed", 0)))
+            inference_start = int(PROGRESS_TOTAL * TRAINING_SHARE)
+            trained = self.train(image, interpolated, plan, options, budget, device,
+                                 _rescaled(settings.progress, 0, inference_start), settings.cancel)
+            network = trained.network
+            record = trained.record
+            settings.provenance.update(per_scan_training={
+                "iterations": record.iterations, "seconds": round(record.seconds, 1), "final_loss": record.final_loss,
+                "device": device.type})
+            if options.get("save_model"):
+                orientations = 2 if bool(self.default_both_orientations if both is None else both) else 1
+                stored = save_per_scan_model(str(options["save_model"]), self.name, trained, plan, scale_xyz, budget,
+                                             device, orientations)
+                settings.provenance.update(saved_model=str(options["save_model"]),
+                                           saved_model_weights_sha256=stored["weights_sha256"])
+
+        tiling = TilingOptions(patch=settings.patch or self.default_patch,
+                               stride=settings.stride or self.default_stride, blend=settings.blend,
+                               batch_size=settings.batch_size, device=device.type,
+                               memory_budget_gb=settings.memory_budget_gb, activation_factor=self.activation_factor)
+        orientations = 2 if bool(self.default_both_orientations if both is None else both) else 1
+        return refine_through_plane(network, interpolated, plan.axis, tiling, orientations,
+                                    _rescaled(settings.progress, inference_start, PROGRESS_TOTAL), settings.cancel)
+
+
+def _rescaled(progress: Optional[ProgressCallback], start: int, end: int) -> Optional[ProgressCallback]:
+    """A 0 … PROGRESS_TOTAL callback mapped onto [start, end] of the whole job's progress."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(start + (end - start) * done // max(total, 1), PROGRESS_TOTAL)

@@ -1,0 +1,108 @@
+"""The plan of a per-scan run: the thick axis and factor, with the bad-input messages, and the training budget."""
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+from MedSRLib.errors import InputError
+from MedSRLib.grid.degradation import PROFILES
+from MedSRLib.grid.geometry import detect_thick_axis, format_scale
+
+MIN_THICK_SLICES = 8
+MIN_IN_PLANE_SIZE = 16
+# How far the thick-axis scale may differ from the spacing ratio (the output must restore the in-plane spacing).
+SCALE_TOLERANCE = 0.05
+AXIS_NAMES = "zyx"  # array axis k, j, i
+# Progress is reported in thousandths of the whole job; training takes this share.
+PROGRESS_TOTAL = 1000
+TRAINING_SHARE = 0.85
+# Options every per-scan method takes, beside its own.
+PER_SCAN_OPTIONS = ("budget_seconds", "iterations", "save_model", "force_scale", "both_orientations", "seed")
+
+
+@dataclass(frozen=True)
+class ThroughPlane:
+    """The thick array axis (0, 1, 2 = k, j, i), how many output voxels one thick slice spans along it, and the
+    output spacing along it in mm."""
+    axis: int
+    factor: float
+    output_spacing: float
+
+    @property
+    def in_plane_axes(self) -> Tuple[int, int]:
+        return tuple(a for a in range(3) if a != self.axis)
+
+    def scale_along(self, array_axis: int) -> Tuple[float, float, float]:
+        """The (x, y, z) scale that stretches array axis ``array_axis`` by the factor."""
+        values = [1.0, 1.0, 1.0]
+        values[2 - array_axis] = self.factor
+        return tuple(values)
+
+
+def plan_through_plane(method_name: str, shape: Sequence[int], scale_xyz: Sequence[float],
+                       spacing_xyz: Sequence[float], force_scale: bool = False) -> ThroughPlane:
+    """The thick axis and factor, checked against the spacing unless ``force_scale``; InputError for unusable input."""
+    scaled = [axis for axis in range(3) if scale_xyz[axis] > 1]
+    if len(scaled) != 1:
+        raise InputError(f"Method '{method_name}' super-resolves one thick axis; give a scale above 1 on that axis "
+                         f"only (e.g. 1,1,4), not {format_scale(scale_xyz)}.")
+    plan = ThroughPlane(axis=2 - scaled[0], factor=float(scale_xyz[scaled[0]]),
+                        output_spacing=float(spacing_xyz[scaled[0]]) / float(scale_xyz[scaled[0]]))
+    if not force_scale:
+        thick = detect_thick_axis(spacing_xyz)
+        spacing_text = format_scale(tuple(round(s, 3) for s in spacing_xyz))
+        if thick is None:
+            raise InputError(f"The volume is isotropic (spacing {spacing_text} mm), so its in-plane slices hold no "
+                             f"finer detail for '{method_name}' to learn from; use bspline, or force_scale to "
+                             "trust the scale instead of the spacing.")
+        if thick.array_axis != plan.axis or abs(thick.factor / plan.factor - 1) > SCALE_TOLERANCE:
+            raise InputError(f"Method '{method_name}' restores the thick axis to the in-plane spacing: for spacing "
+                             f"{spacing_text} mm give the scale {format_scale(thick.scale())}, not "
+                             f"{format_scale(scale_xyz)} (or force_scale to trust the scale).")
+    slices = shape[plan.axis]
+    if slices < MIN_THICK_SLICES:
+        raise InputError(f"Method '{method_name}' learns from the in-plane slices and needs at least "
+                         f"{MIN_THICK_SLICES} of them, but this volume has {slices} along {AXIS_NAMES[plan.axis]}.")
+    in_plane = [shape[a] for a in plan.in_plane_axes]
+    if min(in_plane) < max(MIN_IN_PLANE_SIZE, 3 * plan.factor):
+        raise InputError(f"Method '{method_name}' needs in-plane slices of at least "
+                         f"{max(MIN_IN_PLANE_SIZE, math.ceil(3 * plan.factor))} voxels a side, not "
+                         f"{in_plane[0]}×{in_plane[1]}.")
+    return plan
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training stops at whichever limit comes first; at least one is set."""
+    seconds: Optional[float] = None
+    iterations: Optional[int] = None
+
+    def used(self, iterations: int, seconds: float) -> float:
+        """The fraction of the budget spent (≥ 1: stop)."""
+        fractions = []
+        if self.seconds is not None:
+            fractions.append(seconds / self.seconds)
+        if self.iterations is not None:
+            fractions.append(iterations / self.iterations)
+        return max(fractions)
+
+    @classmethod
+    def from_options(cls, options: dict, default_seconds: float) -> "Budget":
+        seconds, iterations = options.get("budget_seconds"), options.get("iterations")
+        if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
+            raise InputError(f"The training budget must be a positive number of seconds, not {seconds!r}.")
+        if iterations is not None and not (isinstance(iterations, int) and iterations > 0):
+            raise InputError(f"The number of training iterations must be a positive integer, not {iterations!r}.")
+        if seconds is None and iterations is None:
+            seconds = default_seconds
+        return cls(seconds=None if seconds is None else float(seconds), iterations=iterations)
+
+    def to_dict(self) -> dict:
+        return {"seconds": self.seconds, "iterations": self.iterations}
+
+
+def check_profile(options: Dict[str, object]) -> str:
+    """The ``profile`` option (default box), checked."""
+    profile = options.get("profile", "box")
+    if profile not in PROFILES:
+        raise InputError(f"Option profile must be one of {', '.join(PROFILES)}, not {profile!r}.")
+    return str(profile)
