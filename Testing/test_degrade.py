@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -31,6 +33,48 @@ def test_factors_must_be_whole_numbers_one_per_axis():
         degrade.block_mean(np.zeros((4, 4, 4)), (2, 2))
     with pytest.raises(InputError):
         degrade.block_mean(np.zeros((4, 4, 4)), (1.5, 1, 1))
+
+
+def test_area_average_at_2_5_weighs_partly_covered_voxels():
+    ramp = np.arange(8, dtype=np.float32)
+    # LR voxel i averages [2.5·i, 2.5·(i+1)): voxels 0, 1 and half of 2; half of 2, then 3 and 4; 5, 6 and half of 7.
+    # Floor(8 / 2.5) = 3 voxels: the second half of voxel 7 is dropped.
+    expected = [(0 + 1 + 0.5 * 2) / 2.5, (0.5 * 2 + 3 + 4) / 2.5, (5 + 6 + 0.5 * 7) / 2.5]
+    assert expected == [0.8, 3.2, 5.8]
+    np.testing.assert_allclose(degrade.area_average(ramp, (2.5,)), [0.8, 3.2, 5.8], rtol=1e-6)
+    # Axis by axis: a sum of ramps along two axes averages to the sum of the ramps' averages.
+    plane = ramp[:, None] + 10 * ramp[None, :]
+    np.testing.assert_allclose(degrade.area_average(plane, (2.5, 2.5)),
+                               np.add.outer([0.8, 3.2, 5.8], [8, 32, 58]), rtol=1e-6)
+    np.testing.assert_allclose(degrade.area_average(plane, (2.5, 1)), np.add.outer([0.8, 3.2, 5.8], 10 * ramp),
+                               rtol=1e-6)
+
+
+def test_area_average_equals_the_box_slice_profile():
+    # thicken_slices with a box profile and no gap weighs each voxel by its overlap too (an independent computation).
+    array = np.random.default_rng(2).random((4, 13, 3))
+    np.testing.assert_allclose(degrade.area_average(array, (1, 2.5, 1)), degrade.thicken_slices(array, 1, 2.5),
+                               rtol=1e-12)
+    np.testing.assert_allclose(degrade.area_average(array, (1, 4 / 3, 1)), degrade.thicken_slices(array, 1, 4 / 3),
+                               rtol=1e-12)
+
+
+def test_area_average_with_whole_factors_is_block_mean():
+    array = np.random.default_rng(3).random((6, 9, 8)).astype(np.float32)
+    np.testing.assert_array_equal(degrade.area_average(array, (2, 3, 4)), degrade.block_mean(array, (2, 3, 4)))
+    assert degrade.area_average(np.zeros((2, 2, 4), np.uint8), (2, 2, 2)).dtype == np.float32
+
+
+def test_area_average_refuses_factors_that_are_not_simple_fractions():
+    with pytest.raises(InputError, match="fraction"):
+        degrade.area_average(np.zeros((10, 4, 4)), (2.37, 1, 1))
+    with pytest.raises(InputError, match="at least 1"):
+        degrade.area_average(np.zeros((10, 4, 4)), (0.5, 1, 1))
+    with pytest.raises(InputError, match="one factor per array axis"):
+        degrade.area_average(np.zeros((10, 4, 4)), (2.5, 1))
+    with pytest.raises(InputError, match="smaller"):
+        degrade.area_average(np.zeros((2, 4, 4)), (2.5, 1, 1))
+    assert degrade.factor_fraction(2.5) == Fraction(5, 2) and degrade.factor_fraction(4 / 3) == Fraction(4, 3)
 
 
 def test_nearest_picks_the_voxel_at_or_after_each_block_centre():
@@ -114,15 +158,26 @@ def test_noise_is_seeded_and_has_the_requested_strength():
     assert rician.mean() == pytest.approx(0.1 * np.sqrt(np.pi / 2), rel=0.02)
 
 
-def test_protocol_crops_normalises_and_degrades():
+def test_protocol_normalises_crops_and_degrades():
     array = np.random.default_rng(1).integers(0, 1000, (9, 10, 11)).astype(np.int16)
+    low, high = np.percentile(array.astype(np.float32), [0.5, 99.5])
+    # Normalised with the whole volume's percentiles, then cropped, so every row sees the same intensities.
+    normalised = np.clip((array - low) / (high - low), 0, 1)
+
     hr, lr = degrade_protocol(array, "isotropic", 2)
     assert hr.shape == (8, 10, 10) and lr.shape == (4, 5, 5)
     assert hr.dtype == lr.dtype == np.float32
-    low, high = np.percentile(array[:8, :10, :10].astype(np.float32), [0.5, 99.5])
-    expected = np.clip((array[:8, :10, :10] - low) / (high - low), 0, 1)
-    np.testing.assert_allclose(hr, expected, atol=1e-6)
+    np.testing.assert_allclose(hr, normalised[:8, :10, :10], atol=1e-6)
     np.testing.assert_allclose(lr[1, 2, 3], hr[2:4, 4:6, 6:8].mean(), rtol=1e-5)
+
+    # ×2.5 = 5/2: every axis cropped to a multiple of 5.
+    hr, lr = degrade_protocol(array, "isotropic", 2.5)
+    assert hr.shape == (5, 10, 10) and lr.shape == (2, 4, 4)
+    np.testing.assert_array_equal(lr, degrade.area_average(hr, (2.5, 2.5, 2.5)))
+
+    hr, lr = degrade_protocol(array, "inplane", 2)
+    assert hr.shape == (8, 10, 10) and lr.shape == (8, 5, 5)
+    np.testing.assert_allclose(lr[:, 1, 2], hr[:, 2:4, 4:6].mean(axis=(1, 2)), rtol=1e-5)
 
     hr, lr = degrade_protocol(array, "thick", 3, axis=1)
     assert hr.shape == (9, 9, 9) and lr.shape == (9, 3, 9)
@@ -132,5 +187,7 @@ def test_protocol_crops_normalises_and_degrades():
 def test_protocol_refuses_unknown_modes_and_scales():
     with pytest.raises(InputError, match="degradation"):
         degrade_protocol(np.zeros((4, 4, 4)), "blur", 2)
-    with pytest.raises(InputError, match="scale"):
-        degrade_protocol(np.zeros((4, 4, 4)), "thick", 1.5)
+    with pytest.raises(InputError, match="above 1"):
+        degrade_protocol(np.zeros((4, 4, 4)), "thick", 1)
+    with pytest.raises(InputError, match="fraction"):
+        degrade_protocol(np.zeros((4, 4, 4)), "thick", 2.37)

@@ -1,11 +1,13 @@
 """The DATA.md evaluation protocol: degrade a held-out volume, super-resolve it back, score it against the original.
 
 ``python -m MedSRLib.evaluation --methods linear bspline`` prints the Colin27 reference table as Markdown;
+``--rows isotropic-2.5 inplane-4 thick-8`` picks rows, and
 ``--volume heudiconv-epi --rows isotropic-2 --methods bspline threeplayer --checkpoint threeplayer=run/model.safetensors``
-scores other held-out volumes, rows and checkpoints.
+scores other held-out volumes and checkpoints. docs/protocol.md explains each step.
 """
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +17,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from MedSRLib.errors import InputError, MedSRError
-from MedSRLib.grid.degradation import block_mean, crop_to_multiple
+from MedSRLib.grid.degradation import area_average, crop_to_multiple, factor_fraction
+from MedSRLib.grid.geometry import MAX_SCALE
 from MedSRLib.grid.intensity import Normaliser
 from MedSRLib.io import read_volume
 from MedSRLib.methods import RunSettings, get_method
@@ -24,82 +27,107 @@ from .datasets import dataset_path, get_dataset
 from .metrics import compare
 
 
-PROTOCOL_MODES = ("isotropic", "thick")
-
-
-def degrade_protocol(hr_array: np.ndarray, mode: str = "isotropic", scale: int = 2,
-                     axis: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Steps 1–3 of the DATA.md evaluation protocol; returns (normalised HR, LR), both float32.
-
-    1. float32, each axis cropped from its end to a multiple of ``scale``; 2. clipped to the 0.5 / 99.5 percentiles and
-    mapped to [0, 1]; 3. ``isotropic``: mean of each scale³ block; ``thick``: mean of each run of ``scale`` slices along
-    array ``axis``.
-    """
-    if mode not in PROTOCOL_MODES:
-        raise InputError(f"Unknown degradation '{mode}'; choose one of {', '.join(PROTOCOL_MODES)}.")
-    if int(scale) != scale or scale < 2:
-        raise InputError(f"The protocol's scale must be a whole number of at least 2, not {scale}.")
-    hr = np.asarray(hr_array, dtype=np.float32)
-    if hr.ndim != 3:
-        raise InputError(f"The protocol needs a 3D array, not shape {hr.shape}.")
-    hr = crop_to_multiple(hr, (int(scale),) * 3)
-    hr = Normaliser.fit(hr, clip=True).forward(hr)
-    factors = [int(scale)] * 3 if mode == "isotropic" else [int(scale) if a == axis % 3 else 1 for a in range(3)]
-    return hr, block_mean(hr, factors).astype(np.float32)
+PROTOCOL_MODES = ("isotropic", "inplane", "thick")
+AXIS_NAMES = ("first", "second", "third")
+KEY_PATTERN = re.compile(r"(isotropic|inplane|thick)-([0-9]+(?:\.[0-9]+)?)(?:-axis([0-9]))?")
 
 
 @dataclass(frozen=True)
 class Degradation:
-    mode: str          # "isotropic" or "thick"
-    scale: int
-    axis: int = 0      # the thick array axis
+    """One row of the protocol: which array axes are degraded, and by how much.
+
+    ``isotropic``: every axis; ``inplane``: the two axes of each slice, the slices stacked along array ``axis`` (a 2D
+    slice-wise acquisition); ``thick``: array ``axis`` only (thick slices). ``scale`` may be a simple fraction (2.5).
+    """
+    mode: str
+    scale: float
+    axis: int = 0      # thick: the thick array axis; inplane: the array axis the slices are stacked along
+
+    def __post_init__(self):
+        if self.mode not in PROTOCOL_MODES:
+            raise InputError(f"Unknown degradation '{self.mode}'; choose one of {', '.join(PROTOCOL_MODES)}.")
+        if not 1 < self.scale <= MAX_SCALE:
+            raise InputError(f"The protocol's scale must be above 1 and at most {MAX_SCALE:g}, not {self.scale}.")
+        factor_fraction(self.scale)  # refuses scales that are not simple fractions
+        if self.axis not in (0, 1, 2) or (self.mode == "isotropic" and self.axis):
+            raise InputError(f"Array axis {self.axis} does not fit the '{self.mode}' degradation; isotropic rows "
+                             "take no axis, the others 0, 1 or 2.")
 
     @property
     def label(self) -> str:
         if self.mode == "isotropic":
-            return f"isotropic ×{self.scale}"
-        axis_name = ("first", "second", "third")[self.axis]
-        return f"thick slices ×{self.scale} ({axis_name} array axis)"
+            return f"isotropic ×{self.scale:g}"
+        if self.mode == "inplane":
+            return f"in-plane ×{self.scale:g}, slices along the {AXIS_NAMES[self.axis]} array axis"
+        return f"thick slices ×{self.scale:g} ({AXIS_NAMES[self.axis]} array axis)"
 
     @property
     def key(self) -> str:
-        """The command-line name: ``isotropic-2``, ``thick-4`` (first array axis) or ``thick-4-axis2``."""
-        return f"{self.mode}-{self.scale}" + (f"-axis{self.axis}" if self.mode == "thick" and self.axis else "")
+        """The command-line name: ``isotropic-2.5``, ``inplane-4``, ``thick-4`` (slices along the first array axis) or
+        ``thick-4-axis2``."""
+        return f"{self.mode}-{self.scale:g}" + (f"-axis{self.axis}" if self.axis else "")
 
     @classmethod
     def from_key(cls, key: str) -> "Degradation":
-        parts = key.split("-")
-        try:
-            mode, scale = parts[0], int(parts[1])
-            axis = int(parts[2].removeprefix("axis")) if len(parts) == 3 and parts[2].startswith("axis") else 0
-            if mode not in ("isotropic", "thick") or len(parts) > 3 or scale < 2 or axis not in (0, 1, 2) \
-                    or (mode == "isotropic" and len(parts) == 3):
-                raise ValueError
-        except (IndexError, ValueError):
-            raise MedSRError(f"Unknown degradation '{key}'; write e.g. isotropic-2, thick-4 or thick-4-axis1.") from None
-        return cls(mode, scale, axis)
+        match = KEY_PATTERN.fullmatch(key)
+        if not match:
+            raise InputError(f"Unknown degradation '{key}'; write MODE-SCALE or MODE-SCALE-axisN with MODE isotropic, "
+                             "inplane or thick, like isotropic-2.5, inplane-4, thick-8 or thick-4-axis1.")
+        mode, scale, axis = match.groups()
+        return cls(mode, float(scale), int(axis or 0))
+
+    def factors(self) -> Tuple[float, float, float]:
+        """The degradation factor of each array axis (k, j, i)."""
+        degraded = {"isotropic": {0, 1, 2}, "inplane": {0, 1, 2} - {self.axis}, "thick": {self.axis}}[self.mode]
+        return tuple(float(self.scale) if a in degraded else 1.0 for a in range(3))
 
     def scale_xyz(self) -> Tuple[float, float, float]:
         """The (x, y, z) scale that undoes this degradation (array axis a is xyz index 2 − a)."""
-        if self.mode == "isotropic":
-            return (float(self.scale),) * 3
-        values = [1.0, 1.0, 1.0]
-        values[2 - self.axis] = float(self.scale)
-        return tuple(values)
+        return self.factors()[::-1]
+
+    def crop_multiple(self) -> int:
+        """Every axis is cropped to a multiple of this: the largest numerator of the factors as reduced fractions
+        (×2 → 2, ×2.5 = 5/2 → 5), so the LR grid tiles the HR grid exactly and the method's output has the HR
+        shape."""
+        return max(factor_fraction(f).numerator for f in self.factors())
+
+    def apply(self, hr_array: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Steps 1–3 of the protocol; returns (normalised HR, LR), both float32.
+
+        1. float32, clipped to the whole volume's 0.5 / 99.5 percentiles and mapped to [0, 1]; 2. every axis cropped
+        from its end to a multiple of :meth:`crop_multiple`; 3. the exact area average over the LR voxels
+        (``area_average``). Normalising before the crop gives every row the same reference intensities (and is how the
+        DATA.md table was made: Colin27's 99.5 percentile is 178 uncropped but 179 in the thick ×8 crop).
+        """
+        hr = np.asarray(hr_array, dtype=np.float32)
+        if hr.ndim != 3:
+            raise InputError(f"The protocol needs a 3D array, not shape {hr.shape}.")
+        hr = Normaliser.fit(hr, clip=True).forward(hr)
+        hr = crop_to_multiple(hr, (self.crop_multiple(),) * 3)
+        return hr, area_average(hr, self.factors())
+
+
+def degrade_protocol(hr_array: np.ndarray, mode: str = "isotropic", scale: float = 2,
+                     axis: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Steps 1–3 of the DATA.md evaluation protocol for one degradation (see :class:`Degradation`); returns
+    (normalised HR, LR), both float32."""
+    return Degradation(mode, scale, axis).apply(hr_array)
 
 
 # The rows of the DATA.md reference table.
-DEGRADATIONS = (Degradation("isotropic", 2), Degradation("isotropic", 4),
-                Degradation("thick", 2), Degradation("thick", 4))
+DEGRADATIONS = tuple(Degradation.from_key(key) for key in (
+    "isotropic-2", "isotropic-2.5", "isotropic-3", "isotropic-4", "inplane-2", "inplane-4", "thick-2", "thick-4",
+    "thick-8"))
 
 
-def evaluate_method(method_name: str, hr_array: np.ndarray, mode: str, scale: int, axis: int = 0,
+def evaluate_method(method_name: str, hr_array: np.ndarray, mode: str, scale: float, axis: int = 0,
                     settings: Optional[RunSettings] = None,
                     hr_spacing_xyz: Sequence[float] = (1.0, 1.0, 1.0)) -> Dict[str, float]:
     """Run the protocol for one method and one degradation: PSNR, fg-PSNR, SSIM, NRMSE (see metrics.compare) and the
     method's run time in seconds. The method sees the LR spacing: ``hr_spacing_xyz`` times the scale where degraded."""
-    hr, lr = degrade_protocol(hr_array, mode, scale, axis)
-    return _score(method_name, hr, lr, Degradation(mode, scale, axis), settings, hr_spacing_xyz)
+    degradation = Degradation(mode, scale, axis)
+    hr, lr = degradation.apply(hr_array)
+    return _score(method_name, hr, lr, degradation, settings, hr_spacing_xyz)
 
 
 def _score(method_name, hr, lr, degradation: Degradation, settings=None, hr_spacing_xyz=(1.0, 1.0, 1.0)):
@@ -132,7 +160,7 @@ def reference_table(methods: Sequence[str], degradations: Sequence[Degradation] 
     checkpoints = checkpoints or {}
     results = {}
     for row_index, degradation in enumerate(degradations):
-        hr, lr = degrade_protocol(hr_array, degradation.mode, degradation.scale, degradation.axis)
+        hr, lr = degradation.apply(hr_array)
         row = results.setdefault(degradation.label, {})
         for method_index, method in enumerate(methods):
             row[method] = _score(method, hr, lr, degradation, RunSettings(checkpoint=checkpoints.get(method)))
@@ -164,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--methods", nargs="+", default=["linear", "bspline"], help="registered method names")
     parser.add_argument("--volume", default="colin27", help="held-out dataset name (default colin27)")
     parser.add_argument("--rows", nargs="+", default=[d.key for d in DEGRADATIONS],
-                        help="degradations, e.g. isotropic-2 thick-4 (default: the four rows of DATA.md)")
+                        help="degradations, e.g. isotropic-2.5 inplane-4 thick-8 (default: the nine rows of DATA.md)")
     parser.add_argument("--checkpoint", action="append", default=[], type=_checkpoint_argument,
                         metavar="METHOD=CHECKPOINT", help="a learned method's checkpoint (default: its shipped model)")
     parser.add_argument("--json", help="also write every score (with run times) to this file")

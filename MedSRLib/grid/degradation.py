@@ -1,10 +1,12 @@
 """Degradation operators that make low-resolution volumes from high-resolution ones, for training and evaluation.
 
 All operators take numpy arrays in (k, j, i) order and factors per *array* axis. They use the corner-aligned grid of
-``geometry``: low-resolution voxel ``m`` along an axis of factor ``f`` covers high-resolution voxels ``m·f … (m+1)·f − 1``,
-so its centre lies at high-resolution index ``(m + 0.5)·f − 0.5``. Random operators take a seed and are reproducible.
+``geometry``: low-resolution voxel ``m`` along an axis of factor ``f`` covers the high-resolution interval
+``[m·f, (m+1)·f)`` (voxels ``m·f … (m+1)·f − 1`` for a whole ``f``), so its centre lies at high-resolution index
+``(m + 0.5)·f − 0.5``. Random operators take a seed and are reproducible.
 Results are float (float32 for float32 or integer input, float64 for float64 input); the input is never modified.
 """
+from fractions import Fraction
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -14,6 +16,8 @@ from MedSRLib.errors import InputError
 
 PROFILES = ("box", "gaussian")
 FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
+# area_average splits each voxel into as many parts as its factor's denominator: keep that number small.
+MAX_FACTOR_DENOMINATOR = 8
 
 
 def _float_dtype(array: np.ndarray) -> np.dtype:
@@ -56,6 +60,39 @@ def block_mean(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     for n, f in zip(array.shape, factors):
         blocks += [n // f, f]
     return _float(array).reshape(blocks).mean(axis=tuple(range(1, 2 * array.ndim, 2)))
+
+
+def factor_fraction(factor: float) -> Fraction:
+    """A factor of at least 1 as a reduced fraction with a small denominator: 2 → 2/1, 2.5 → 5/2, 4/3 → 4/3."""
+    value = float(factor)
+    if np.isfinite(value) and value >= 1:
+        fraction = Fraction(value).limit_denominator(MAX_FACTOR_DENOMINATOR)
+        if abs(fraction - value) <= 1e-9 * value:
+            return fraction
+    raise InputError(f"Factor {factor} must be at least 1 and a fraction with a denominator of at most "
+                     f"{MAX_FACTOR_DENOMINATOR}, like 2, 2.5 or 4/3.")
+
+
+def area_average(array: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """Exact area downsampling by factors that may be fractions (2.5): along an axis of n voxels with factor s, output
+    voxel m is the mean of the interval [m·s, (m+1)·s), each input voxel [j, j+1) weighted by its overlap with it.
+
+    The output has floor(n / s) voxels per axis; input voxels beyond the last whole interval are dropped. For whole
+    factors this is :func:`block_mean` (bit for bit). Memory: the input times the product of the denominators.
+    """
+    if array.ndim != len(factors):
+        raise InputError(f"Got {len(factors)} factors for a {array.ndim}D array; give one factor per array axis.")
+    fractions = [factor_fraction(f) for f in factors]
+    if any(n < f for n, f in zip(array.shape, fractions)):
+        raise InputError(f"Shape {array.shape} is smaller than the factors {tuple(factors)}.")
+    # Splitting every voxel into q equal parts makes an interval of length p/q exactly p parts, each weighing the same:
+    # the overlap-weighted mean becomes the plain mean of p × … × p blocks of parts.
+    parts = _float(array)
+    for axis, fraction in enumerate(fractions):
+        if fraction.denominator > 1:
+            parts = np.repeat(parts, fraction.denominator, axis=axis)
+    numerators = [f.numerator for f in fractions]
+    return block_mean(crop_to_multiple(parts, numerators), numerators)
 
 
 def downsample_nearest(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
