@@ -202,3 +202,18 @@ def test_an_in_plane_model_runs_on_the_slices_its_checkpoint_names(arbitrary_sca
     np.testing.assert_allclose(result.array, linear.array, atol=1e-3)
     with pytest.raises(CheckpointError, match=r"supports the scales any from 1×1×1 to 4×1×4, not 2×1\.5×1"):
         MedSRLib.super_resolve(volume, "test-in-plane", (2, 1.5, 1), checkpoint=checkpoint, device="cpu")
+
+
+def test_progress_and_cancel_at_a_float_scale(image):
+    from MedSRLib.errors import Cancelled
+    options = TilingOptions(patch=8, stride=6, batch_size=2, blend="gaussian", device="cpu", conditioning="coordinates")
+    seen = []
+    run_tiled(LinearAtCoordinates(), image, (1.5, 2.5, 1.2), options, progress=lambda done, total: seen.append(
+        (done, total)))
+    windows = 3 * 4 * 2
+    assert seen[0] == (0, windows) and seen[-1] == (windows, windows)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    calls = []
+    with pytest.raises(Cancelled):
+        run_tiled(LinearAtCoordinates(), image, (1.5, 2.5, 1.2), options, cancel=lambda: calls.append(1) or
+                  len(calls) > 2)
