@@ -19,7 +19,8 @@ from MedSRLib.errors import InputError
 from MedSRLib.io.volume import Volume
 from MedSRLib.io.volume_files import read_volume, write_volume
 from Training.config import load_config
-from Training.patches import PatchSampler, resolve_volume_path
+from Training.samplers.paired import PairedSampler
+from Training.samplers.windows import resolve_volume_path
 from Training.state import STATE_KEY, flatten_optimiser, unflatten_optimiser
 from Training.trainer import STATE_FILE, Trainer, train
 
@@ -57,19 +58,24 @@ def test_config_refuses_unknown_keys_and_lets_explicit_keys_override_a_preset():
 def test_every_shipped_config_loads_and_builds_its_networks(config_file):
     from MedSRLib.methods import get_method
     from MedSRLib.nn.registry import build_network
+    from Training.exporters import FEATURE_NETWORK_METHOD
     config = load_config(config_file)
-    assert get_method(config["method"]).name == config["method"]
-    for role in ("generator", "critic", "feature_extractor"):
-        spec = config["networks"][role]
-        assert isinstance(build_network(spec["name"], spec["params"]), torch.nn.Module)
+    if config["exporter"] == "feature-network":
+        assert config["method"] == FEATURE_NETWORK_METHOD
+    else:
+        assert get_method(config["method"]).name == config["method"]
+    for spec in config["networks"].values():
+        if spec is not None:
+            assert isinstance(build_network(spec["name"], spec["params"]), torch.nn.Module)
 
 
 def test_patch_sampler_is_reproducible_per_step_and_rank_and_refuses_held_out_volumes():
     config = load_config(overrides=tiny_overrides("unused", 1))
-    sampler = PatchSampler.from_config(config)
-    inputs, targets = sampler.batch(step=5, rank=1)
+    sampler = PairedSampler.from_config(config)
+    batch = sampler.batch(step=5, rank=1)
+    inputs, targets = batch["input"], batch["target"]
     assert inputs.shape == (2, 1, 8, 8, 8) and targets.shape == (2, 1, 16, 16, 16)
-    assert torch.equal(sampler.batch(5, 1)[1], targets) and not torch.equal(sampler.batch(5, 0)[1], targets)
+    assert torch.equal(sampler.batch(5, 1)["target"], targets) and not torch.equal(sampler.batch(5, 0)["target"], targets)
     assert (targets.flatten(1).amax(dim=1) > 0.1).all()  # foreground-aware: no empty background patches here
     with pytest.raises(InputError, match="held out"):
         resolve_volume_path("colin27")

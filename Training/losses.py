@@ -1,5 +1,5 @@
-"""Losses of the GAN recipes: relativistic average GAN (standard form), WGAN-GP, pixel L1, perceptual L1, and the
-instance-noise schedule.
+"""Losses of the GAN recipes: relativistic average GAN (standard form), WGAN-GP, least squares, pixel L1, perceptual L1,
+and the instance-noise schedule.
 
 Critic outputs may be logit maps (a patch critic); expectations are means over every element. Notation follows
 METHODS.md §1: C = critic logits, σ = sigmoid, D_Ra(x_r, x_f) = σ(C(x_r) − E[C(x_f)]).
@@ -40,6 +40,16 @@ def wgan_critic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> to
 
 def wgan_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
+
+
+def least_squares_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """½·(E[(C(x_r) − 1)²] + E[C(x_f)²]): the least-squares GAN critic loss of CycleGAN and CLADE."""
+    return 0.5 * (((real_scores - 1) ** 2).mean() + (fake_scores ** 2).mean())
+
+
+def least_squares_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """E[(C(x_f) − 1)²]."""
+    return ((fake_scores - 1) ** 2).mean()
 
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -101,3 +111,4 @@ class InstanceNoise:
             return real, fake
         noise = torch.randn(real.shape, generator=generator, device="cpu").to(real.device, real.dtype) * sigma
         return real + noise, fake + noise
+

@@ -1,11 +1,11 @@
-"""The training loop shared by every recipe: batches, updates, logging, validation, resumable state, export.
+"""The one training loop: batches, updates, logging, validation, resumable state, export — for every recipe.
 
-``train(config)`` continues from ``<output>/training_state.safetensors`` when it exists (same step, same optimiser
-state, same upcoming batches) and ends by writing ``<output>/model.safetensors``, a MedSRLib checkpoint that
-``medsr super-resolve --method <method> --checkpoint <output>/model.safetensors`` loads.
+The config (from :func:`Training.config.load_config`) names a recipe, a sampler, a validator and an exporter; each is
+looked up in its registry (:mod:`Training.registry`). ``train(config)`` continues from ``<output>/training_state.safetensors`` when it
+exists (same step, same optimiser state, same upcoming batches) and ends by writing ``<output>/model.safetensors``, the
+exporter's MedSRLib checkpoint.
 """
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,34 +13,15 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from MedSRLib.models.checkpoints import save_checkpoint
-from MedSRLib.evaluation.datasets import get_dataset
-
 from .board import RunLog
 from .distributed import Distributed
-from .patches import PatchSampler
-from .recipe import GanRecipe
+from .registry import EXPORTERS, RECIPES, SAMPLERS, VALIDATORS
 from .state import load_state, save_state
-from .validation import Validator
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.safetensors"
 MODEL_FILE = "model.safetensors"
-
-
-def hardware_description(dist: Distributed) -> str:
-    if dist.device.type == "cuda":
-        device = torch.cuda.get_device_name(dist.device)
-    else:
-        device = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    return f"{dist.world_size} × {device}"
-
-
-def data_provenance(names) -> list:
-    """Dataset names with their registry source; plain volume files by file name."""
-    return [{"name": Path(name).name, "source": "file"} if Path(name).exists()
-            else {"name": name, "source": get_dataset(name).source} for name in names]
 
 
 class Trainer:
@@ -51,13 +32,11 @@ class Trainer:
         self.dist = dist or Distributed.start(config["training"]["device"])
         torch.manual_seed(config["seed"])  # identical initial weights on every rank (DDP broadcasts them anyway)
         self.output = Path(config["output"])
-        self.sampler = PatchSampler.from_config(config)
-        self.recipe = GanRecipe(config, self.dist)
+        self.sampler = SAMPLERS.get(config["sampler"]).from_config(config)
+        self.recipe = RECIPES.get(config["recipe"])(config, self.dist)
+        self.validator = VALIDATORS.get(config["validator"])(config, self.dist.device) if self.dist.is_main else None
+        self.exporter = EXPORTERS.get(config["exporter"])(config)
         self.step, self.seconds, self.history = 0, 0.0, []
-        self.validator = None
-        if self.dist.is_main:
-            settings = config["validation"]
-            self.validator = Validator(settings["volume"], int(config["scale"]), settings["crop"], settings["margin"])
         self.log = RunLog(self.output, enabled=self.dist.is_main)
 
     @property
@@ -79,33 +58,14 @@ class Trainer:
         save_state(self.state_path, tensors, document)
 
     def validate(self) -> dict:
-        patch = self.config["validation"]["patch"]
-        scores = self.validator.score(lambda lr: self.recipe.predict(lr, patch))
+        scores, images = self.validator.evaluate(self.recipe.validation_network)
         self.history.append({"step": self.step, **scores})
         self.log.scalars(self.step, {f"validation/{key}": value for key, value in scores.items()})
-        self.log.images(self.step, self.validator.sample_slices(lambda lr: self.recipe.predict(lr, patch)))
+        self.log.images(self.step, images)
         return scores
 
     def export(self) -> Path:
-        config, training = self.config, self.config["training"]
-        scale = float(config["scale"])
-        generator = config["networks"]["generator"]
-        method_patch = config["validation"]["patch"]
-        latest = self.history[-1] if self.history else {}
-        metadata = {
-            "method": config["method"], "scales": [[scale] * 3], "axes": "3d", "patch": [method_patch] * 3,
-            "architecture": {"name": generator["name"], "params": generator["params"]},
-            "normalisation": {"mode": "percentile", "percentiles": [0.5, 99.5]},
-            "training": {"data": data_provenance(config["data"]["train"]), "config": config,
-                         "budget": {"steps": self.step, "patches": self.step * config["data"]["batch"]
-                                    * self.dist.world_size, "seconds": round(self.seconds, 1)},
-                         "hardware": hardware_description(self.dist)},
-            "metrics": {"validation": {"volume": config["validation"]["volume"], "crop": config["validation"]["crop"],
-                                       **latest}} if latest else {},
-        }
-        path = self.output / MODEL_FILE
-        save_checkpoint(path, self.recipe.generator, metadata, half=training["half_weights"])
-        return path
+        return self.exporter.export(self, self.output / MODEL_FILE)
 
     def run(self) -> Path:
         """Train to ``training.steps`` (continuing a saved run) and return the exported checkpoint's path."""
@@ -114,27 +74,26 @@ class Trainer:
         if self.resume() and self.dist.is_main:
             logger.info("Resuming %s at step %d.", self.output, self.step)
         if self.step == 0 and self.validator is not None:
-            baseline = self.validator.bspline_baseline()
-            self.log.scalars(0, {f"validation_bspline/{key}": value for key, value in baseline.items()})
+            for name, scores in self.validator.baselines().items():
+                self.log.scalars(0, {f"validation_{name}/{key}": value for key, value in scores.items()})
             self.validate()  # the untrained network: the start of the validation curve
         device = self.dist.device
+        headline = self.recipe.headline
         progress = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, unit="step",
                         desc=self.config["method"], dynamic_ncols=True)
         try:
             while self.step < total:
                 started = time.perf_counter()
-                inputs, targets = self.sampler.batch(self.step, self.dist.rank)
-                losses = self.recipe.train_step(inputs.to(device), targets.to(device), self.step)
+                batch = {key: value.to(device) for key, value in self.sampler.batch(self.step, self.dist.rank).items()}
+                losses = self.recipe.train_step(batch, self.step)
                 self.step += 1
                 self.seconds += time.perf_counter() - started
                 progress.update(1)
-                progress.set_postfix(pixel=f"{losses['loss/pixel']:.4f}")
+                progress.set_postfix({headline.split("/")[-1]: f"{losses[headline]:.4f}"})
                 if self.step % training["log_every"] == 0:
                     self.log.scalars(self.step, losses)
                 if self.dist.is_main and (self.step % validation["every"] == 0 or self.step == total):
-                    scores = self.validate()
-                    progress.write(f"step {self.step}: validation PSNR {scores['psnr']:.2f} dB, "
-                                   f"L1 {scores['l1']:.5f}")
+                    progress.write(f"step {self.step}: {self.validator.summary(self.validate())}")
                 if self.dist.is_main and (self.step % training["checkpoint_every"] == 0 or self.step == total):
                     self.save()
                     self.export()

@@ -1,0 +1,77 @@
+"""Training pairs from high-resolution windows: the network input made by a MedSRLib degradation, and the target.
+
+On the corner-aligned grid (MedSRLib.grid.geometry) low-resolution voxel m of an axis with factor f covers the HR
+interval [m·f, (m+1)·f), so an input of n voxels is super-resolved to round(n·f) voxels that are exactly the first
+round(n·f) HR voxels: that is the target. For whole factors that divide the window it is the whole window.
+"""
+import math
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from MedSRLib.errors import InputError
+from MedSRLib.grid.degradation import block_mean, downsample_linear, downsample_nearest, kspace_truncate, thicken_slices
+
+LR_GRID_DEGRADATIONS = {"block-mean": block_mean, "linear": downsample_linear, "nearest": downsample_nearest}
+# Float factors: the exact area average (any factor).
+AREA = "area"
+# The input stays on the HR grid (DCSRN): the central part of k-space.
+HR_GRID_DEGRADATIONS = ("kspace",)
+DEGRADATION_NAMES = (*LR_GRID_DEGRADATIONS, AREA, *HR_GRID_DEGRADATIONS)
+
+
+def area_average(array: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """Exact area downsampling by any real factors ≥ 1: output voxel m of an axis is the mean of the HR interval
+    [m·f, (m+1)·f), each HR voxel weighted by its overlap; floor(n / f) voxels (+1e-9) per axis.
+
+    ``MedSRLib.grid.degradation.area_average`` computes the same for simple fractions (denominator ≤ 8) by repeating
+    every voxel by the denominators, which a 3D window at a factor like 17/8 makes 512 times larger; arbitrary-scale
+    training draws any real factor, so this applies the box slice profile of ``thicken_slices`` (the same overlap
+    weights) axis by axis instead.
+    """
+    result = np.asarray(array, dtype=np.float32)
+    for axis, factor in enumerate(factors):
+        if factor != 1:
+            result = thicken_slices(result, axis, float(factor), profile="box")
+    return result
+
+
+def lr_length(size: int, factor: float) -> int:
+    """How many whole LR voxels ``size`` HR voxels give at ``factor``."""
+    return int(math.floor(size / factor + 1e-9))
+
+
+def sr_length(size: int, factor: float) -> int:
+    """How many output voxels an input of ``size`` voxels has at ``factor`` (``geometry.output_shape``'s rounding)."""
+    return max(1, int(round(size * factor)))
+
+
+def check_degradation(name: str, factors: Sequence[float], window: int) -> None:
+    """InputError unless ``name`` can degrade windows of ``window`` voxels a side by ``factors``."""
+    if name not in DEGRADATION_NAMES:
+        raise InputError(f"Unknown training degradation '{name}'; choose one of {', '.join(DEGRADATION_NAMES)}.")
+    if name == AREA or name in HR_GRID_DEGRADATIONS:
+        if any(lr_length(window, factor) < 1 for factor in factors):
+            raise InputError(f"The {window}-voxel window is smaller than the factors {tuple(factors)}.")
+        return
+    if any(factor != int(factor) or window % int(factor) for factor in factors):
+        raise InputError(f"Degradation '{name}' needs whole factors that divide the {window}-voxel window, not "
+                         f"{tuple(factors)}; use 'area' for float factors.")
+
+
+def degrade(hr: np.ndarray, factors: Sequence[float], name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(input, target) of one HR window degraded by ``factors`` (one per window axis) with degradation ``name``."""
+    if name in HR_GRID_DEGRADATIONS:
+        return kspace_truncate(hr, factors).astype(np.float32), hr
+    if name in LR_GRID_DEGRADATIONS:
+        return LR_GRID_DEGRADATIONS[name](hr, tuple(int(f) for f in factors)), hr
+    degraded = area_average(hr, factors)
+    target = hr[tuple(slice(0, sr_length(n, f)) for n, f in zip(degraded.shape, factors))]
+    return degraded, target
+
+
+def add_input_noise(degraded: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of a random σ in [0, strength) on the network input (``data.augment.noise``), as float32."""
+    if strength:
+        degraded = degraded + rng.normal(0, rng.uniform(0, strength), degraded.shape).astype(np.float32)
+    return degraded.astype(np.float32)

@@ -1,0 +1,50 @@
+"""The paired sampler: (input, target) batches of 3D patches or of 2D slice patches from all configured planes."""
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..registry import SAMPLERS
+from ..scaling import array_factors, window_factors
+from .degradation import HR_GRID_DEGRADATIONS, add_input_noise, check_degradation, degrade, lr_length
+from .windows import WindowSampler, item_rng
+
+
+@SAMPLERS.register("paired")
+class PairedSampler:
+    """target = an augmented HR window, input = its degraded version (``data.degradation``) with optional noise.
+
+    3D models ("3d") get cubes of ``data.hr_patch``; 2D in-plane models get squares of slices taken along every array
+    axis in ``data.planes``, degraded in-plane by the factors of the model's slice axes (``slice_axis``)."""
+
+    def __init__(self, windows: WindowSampler, factors: Sequence[float], batch: int, degradation: str, noise: float,
+                 seed: int):
+        check_degradation(degradation, factors, windows.size)
+        self.windows, self.factors, self.batch_size = windows, tuple(factors), batch
+        self.degradation, self.noise, self.seed = degradation, noise, seed
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PairedSampler":
+        factors = window_factors(array_factors(config["scale"]), config["axes"], config["slice_axis"])
+        planes = None if config["axes"] == "3d" else config["data"]["planes"]
+        data = config["data"]
+        return cls(WindowSampler.from_config(config, planes), factors, data["batch"], data["degradation"],
+                   data["augment"].get("noise", 0.0), config["seed"])
+
+    @property
+    def input_patch(self) -> Tuple[int, ...]:
+        """The network's input window: LR voxels, or HR voxels for an input on the HR grid."""
+        if self.degradation in HR_GRID_DEGRADATIONS:
+            return (self.windows.size,) * len(self.factors)
+        return tuple(lr_length(self.windows.size, factor) for factor in self.factors)
+
+    def pair(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        degraded, target = degrade(self.windows.draw(rng), self.factors, self.degradation)
+        return add_input_noise(degraded, self.noise, rng), target
+
+    def batch(self, step: int, rank: int = 0) -> Dict[str, torch.Tensor]:
+        """{"input", "target"} as (B, 1, …) float32 tensors, the same for the same (seed, step, rank)."""
+        pairs = [self.pair(item_rng(self.seed, step, rank, item)) for item in range(self.batch_size)]
+        inputs, targets = zip(*pairs)
+        return {"input": torch.from_numpy(np.stack(inputs)[:, None]),
+                "target": torch.from_numpy(np.stack(targets)[:, None])}

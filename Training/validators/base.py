@@ -1,0 +1,61 @@
+"""What the validators share: the interface the trainer calls, scoring, and running a network in evaluation mode.
+
+A validator scores the recipe's network on a training-split volume the run does not train on (``validation.volume``;
+the held-out Colin27, heudiconv EPI and ITK T1 are refused), in the main process, every ``validation.every`` steps and
+at step 0, where it also scores its baselines (interpolation) once.
+"""
+import contextlib
+from typing import Dict, Iterator, Tuple
+
+import numpy as np
+import torch
+
+from MedSRLib.evaluation.metrics import FOREGROUND_THRESHOLD, compare, nrmse, psnr, ssim_slicewise
+
+Scores = Dict[str, float]
+Images = Dict[str, np.ndarray]
+
+
+class Validator:
+    def __init__(self, config: dict, device: torch.device):
+        self.config, self.device = config, device
+        self.volume_name = config["validation"]["volume"]
+
+    def baselines(self) -> Dict[str, Scores]:
+        """{baseline name: scores}, logged once at step 0 beside the untrained network's scores."""
+        return {}
+
+    def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
+        """Scores of ``network`` and 2D images for TensorBoard (values in [0, 1])."""
+        raise NotImplementedError
+
+    def summary(self, scores: Scores) -> str:
+        return f"validation PSNR {scores['psnr']:.2f} dB, L1 {scores['l1']:.5f}"
+
+    def describe(self) -> dict:
+        """What the checkpoint's ``metrics.validation`` says the scores were measured on."""
+        return {"volume": self.volume_name, "crop": self.config["validation"]["crop"]}
+
+
+def image_scores(sr: np.ndarray, hr: np.ndarray, slicewise: bool = False) -> Scores:
+    """The protocol's metrics and the L1 loss of ``sr`` (clipped to [0, 1]) against ``hr``; ``slicewise``: SSIM is
+    the mean 2D SSIM of the slices stacked along axis 0 (2D models)."""
+    sr = np.clip(sr, 0, 1)
+    if slicewise:
+        scores = {"psnr": psnr(sr, hr), "psnr_foreground": psnr(sr, hr, mask=hr > FOREGROUND_THRESHOLD),
+                  "ssim": ssim_slicewise(sr, hr, axis=0), "nrmse": nrmse(sr, hr)}
+    else:
+        scores = compare(sr, hr)
+    scores["l1"] = float(np.abs(sr - hr).mean())
+    return scores
+
+
+@contextlib.contextmanager
+def evaluating(network: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``network`` in eval mode without gradients; back in training mode afterwards."""
+    network.eval()
+    try:
+        with torch.no_grad():
+            yield network
+    finally:
+        network.train()

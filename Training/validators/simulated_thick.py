@@ -1,0 +1,54 @@
+"""``simulated-thick-slices``: unpaired through-plane models scored on a simulated pair. The validation volume is
+acquired in thick slices and interpolated back exactly as the unpaired sampler does with the training volumes; the
+network refines the central ``validation.slices`` through-plane slices (rows along the thick axis) of a central block
+of ``crop`` voxels plus ``margin`` voxels of context, and the block's centre is scored against the volume itself, with
+the B-spline interpolation as the baseline. Training never uses HR ground truth; only this score does.
+"""
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+from MedSRLib.errors import InputError
+
+from ..registry import VALIDATORS
+from ..samplers.unpaired import simulate_thick_slices
+from ..samplers.windows import load_normalised
+from ..scaling import array_factors, thick_axis
+from .base import Images, Scores, Validator, evaluating, image_scores
+
+
+@VALIDATORS.register("simulated-thick-slices")
+class SimulatedThickSliceValidator(Validator):
+    def __init__(self, config: dict, device: torch.device):
+        super().__init__(config, device)
+        settings = config["validation"]
+        axis, factor = thick_axis(array_factors(config["scale"]))
+        volume = load_normalised(self.volume_name)
+        _, interpolated = simulate_thick_slices(volume, axis, factor, config["data"]["thick_profile"])
+        reference = np.moveaxis(volume, axis, 0)[:len(interpolated)]
+        side, slices, margin = settings["crop"] + 2 * settings["margin"], settings["slices"], settings["margin"]
+        if min(interpolated.shape[0], interpolated.shape[2]) < side or interpolated.shape[1] < slices:
+            raise InputError(f"The simulated validation volume {interpolated.shape} is smaller than "
+                             f"{slices} slices of {side}² voxels; lower validation.crop, margin or slices.")
+        block = tuple(slice(n // 2 - size // 2, n // 2 - size // 2 + size)
+                      for n, size in zip(interpolated.shape, (side, slices, side)))
+        # (slices, rows along the thick axis, columns), as the engine hands through-plane slices to the network.
+        self.input = np.ascontiguousarray(np.moveaxis(interpolated[block], 1, 0))
+        self.inner = (slice(None), slice(margin, margin + settings["crop"]), slice(margin, margin + settings["crop"]))
+        self.reference = np.ascontiguousarray(np.moveaxis(reference[block], 1, 0)[self.inner])
+
+    def baselines(self) -> Dict[str, Scores]:
+        return {"bspline": image_scores(self.input[self.inner], self.reference, slicewise=True)}
+
+    def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
+        with evaluating(network):
+            sr = network(torch.from_numpy(self.input[:, None]).to(self.device))[:, 0].float().cpu().numpy()
+        sr = sr[self.inner]
+        middle = len(sr) // 2
+        images = {"bspline": np.clip(self.input[self.inner][middle], 0, 1), "prediction": np.clip(sr[middle], 0, 1),
+                  "reference": self.reference[middle]}
+        return image_scores(sr, self.reference, slicewise=True), images
+
+    def describe(self) -> dict:
+        return {**super().describe(), "slices": self.config["validation"]["slices"], "simulated": "thick slices"}
