@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from Training.losses import (InstanceNoise, gradient_penalty, interpolate, perceptual_loss, pixel_loss,
-                             ragan_critic_loss, ragan_generator_loss, wgan_critic_loss, wgan_generator_loss)
+from Training.losses import (InstanceNoise, gradient_penalty, interpolate, least_squares_critic_loss,
+                             least_squares_generator_loss, perceptual_loss, pixel_loss, ragan_critic_loss,
+                             ragan_generator_loss, wgan_critic_loss, wgan_generator_loss)
 
 
 def softplus(x):
@@ -37,6 +38,12 @@ def test_ragan_losses_average_over_patch_maps():
 def test_wgan_losses_hand_values():
     assert wgan_critic_loss(REAL, FAKE).item() == pytest.approx(0.0 - 1.0)
     assert wgan_generator_loss(FAKE).item() == pytest.approx(0.0)
+
+
+def test_least_squares_losses_hand_values():
+    # Critic: ½·(mean((2 − 1)², (0 − 1)²) + mean(1², (−1)²)) = ½·(1 + 1); generator: mean((1 − 1)², (−1 − 1)²) = 2.
+    assert least_squares_critic_loss(REAL, FAKE).item() == pytest.approx(1.0)
+    assert least_squares_generator_loss(FAKE).item() == pytest.approx(2.0)
 
 
 class LinearCritic(torch.nn.Module):

@@ -75,7 +75,8 @@ def test_patch_sampler_is_reproducible_per_step_and_rank_and_refuses_held_out_vo
     batch = sampler.batch(step=5, rank=1)
     inputs, targets = batch["input"], batch["target"]
     assert inputs.shape == (2, 1, 8, 8, 8) and targets.shape == (2, 1, 16, 16, 16)
-    assert torch.equal(sampler.batch(5, 1)["target"], targets) and not torch.equal(sampler.batch(5, 0)["target"], targets)
+    assert torch.equal(sampler.batch(5, 1)["target"], targets)
+    assert not torch.equal(sampler.batch(5, 0)["target"], targets)
     assert (targets.flatten(1).amax(dim=1) > 0.1).all()  # foreground-aware: no empty background patches here
     with pytest.raises(InputError, match="held out"):
         resolve_volume_path("colin27")

@@ -7,9 +7,9 @@ Each (volume, row) goes through the DATA.md protocol (``MedSRLib.evaluation``) w
 (what ships) and with B-spline and Lanczos for comparison. The checkpoint is rewritten beside the catalog as
 ``<name>.safetensors`` with ``metrics.heldout`` filled in (and ``metrics.validation_curve`` from the run's
 ``metrics.jsonl`` when it lies beside the checkpoint), and the catalog entry of that name is added or replaced (sha256,
-method, scales). The catalog lists models in order and a method's default is its first entry at a scale, so a
-re-published model keeps its place. A model that does not beat every interpolation baseline by 0.05 dB PSNR on every
-scored row is refused unless ``--force``: the shipped default of a learned method must be worth choosing over
+method, scales or scale range). The catalog lists models in order and a method's default is its first entry at a
+scale, so a re-published model keeps its place. A model that does not beat every interpolation baseline by 0.05 dB PSNR
+on every scored row is refused unless ``--force``: the shipped default of a learned method must be worth choosing over
 interpolation.
 """
 import argparse
@@ -23,6 +23,7 @@ from typing import Dict, Optional, Sequence
 
 from MedSRLib.models.catalog import DEFAULT_CATALOG, list_models
 from MedSRLib.models.checkpoints import load_checkpoint, save_checkpoint
+from MedSRLib.models.scales import ScaleSupport
 from MedSRLib.errors import InputError, MedSRError
 from MedSRLib.evaluation.protocol import Degradation, heldout_volume, markdown_table, reference_table
 from MedSRLib.files import file_sha256
@@ -97,7 +98,7 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
         document = json.loads(catalog.read_text(encoding="utf-8"))
         entry = {"name": name, "file": shipped.name, "sha256": file_sha256(candidate), "description": description,
                  "method": method, "modality": modality, "contrast": contrast, "domain": domain,
-                 "scales": metadata["scales"]}
+                 **ScaleSupport.from_document(metadata, checkpoint).to_document()}
         models = document["models"]
         index = next((i for i, model in enumerate(models) if model["name"] == name), len(models))
         models[index:index + 1] = [entry]

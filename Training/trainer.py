@@ -1,9 +1,9 @@
 """The one training loop: batches, updates, logging, validation, resumable state, export — for every recipe.
 
 The config (from :func:`Training.config.load_config`) names a recipe, a sampler, a validator and an exporter; each is
-looked up in its registry (:mod:`Training.registry`). ``train(config)`` continues from ``<output>/training_state.safetensors`` when it
-exists (same step, same optimiser state, same upcoming batches) and ends by writing ``<output>/model.safetensors``, the
-exporter's MedSRLib checkpoint.
+looked up in its registry (:mod:`Training.registry`). ``train(config)`` continues from
+``<output>/training_state.safetensors`` when it exists (same step, same optimiser state, same upcoming batches) and ends
+by writing ``<output>/model.safetensors``, the exporter's MedSRLib checkpoint.
 """
 import logging
 import time

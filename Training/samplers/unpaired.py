@@ -58,4 +58,4 @@ class UnpairedThickSliceSampler:
             rng = item_rng(self.seed, step, rank, self.batch_size + item)
             patch = self.high_resolution.draw(rng)
             y.append(patch.T if rng.random() < 0.5 else patch)
-        return {"x": torch.from_numpy(np.stack(x)[:, None]), "y": torch.from_numpy(np.ascontiguousarray(np.stack(y)[:, None]))}
+        return {"x": torch.from_numpy(np.stack(x)[:, None]), "y": torch.from_numpy(np.stack(y)[:, None])}

@@ -1,0 +1,165 @@
+"""The training framework's data and configs without the data cache: pair geometry on the corner-aligned grid, area
+averaging, scale ranges, slice planes, the unpaired domains, and the config's choice of components."""
+import json
+
+import numpy as np
+import pytest
+
+from MedSRLib.errors import InputError
+from MedSRLib.grid import degradation as library
+from Training.config import load_config
+from Training.registry import Registry
+from Training.samplers.arbitrary_scale import ArbitraryScaleSampler
+from Training.samplers.degradation import area_average, check_degradation, degrade
+from Training.samplers.unpaired import UnpairedThickSliceSampler, simulate_thick_slices
+from Training.samplers.windows import WindowSampler
+from Training.scaling import ScaleRange, window_factors
+
+NO_AUGMENTATION = {}
+
+
+def ramp(shape, slopes=(0.011, 0.007, 0.003)) -> np.ndarray:
+    """A linear function of the voxel indices; its mean over whole voxels is its value at their centre."""
+    grids = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
+    return (0.1 + sum(slope * grid for slope, grid in zip(slopes, grids))).astype(np.float32)
+
+
+def linear_fit_at(image: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
+    """The linear function of the voxel indices that ``image`` is (least squares), evaluated at ``coordinates``."""
+    grids = np.meshgrid(*(np.arange(n) for n in image.shape), indexing="ij")
+    design = np.stack([grid.ravel() for grid in grids] + [np.ones(image.size)], axis=1)
+    coefficients = np.linalg.lstsq(design, image.ravel().astype(np.float64), rcond=None)[0]
+    return np.tensordot(coefficients[:-1], coordinates, axes=1) + coefficients[-1]
+
+
+def fixed_scale_sampler(volume, planes, factors, window=20) -> ArbitraryScaleSampler:
+    windows = WindowSampler([volume], window, planes, 0.0, 0.0, NO_AUGMENTATION, seed=0)
+    axes = (0, 1, 2) if planes is None else (1, 2)
+    return ArbitraryScaleSampler(windows, ScaleRange(factors, factors), axes, batch=2, noise=0.0, seed=1)
+
+
+@pytest.mark.parametrize("planes, factors", [(None, (2.0, 3.0, 1.0)), ([0, 1, 2], (1.0, 2.0, 4.0))])
+def test_arbitrary_scale_coordinates_point_at_the_target_voxels(planes, factors):
+    """Whole factors: an LR ramp, evaluated at the batch's coordinates (output voxel centres in LR indices), is the
+    target exactly."""
+    batch = fixed_scale_sampler(ramp((30, 30, 30)), planes, factors).batch(0)
+    window_factors = tuple(batch["scale"][0].tolist())
+    assert window_factors == (factors if planes is None else factors[1:])
+    lr, target = batch["input"][:, 0].numpy(), batch["target"][:, 0].numpy()
+    assert batch["coordinates"].shape == (2, len(window_factors), *target.shape[1:])
+    for item in range(2):
+        np.testing.assert_allclose(linear_fit_at(lr[item], batch["coordinates"][item].numpy()), target[item],
+                                   atol=2e-5)
+
+
+def test_arbitrary_scale_target_is_the_first_round_n_times_f_voxels_of_the_hr_window():
+    """Float factors: the input is the exact area average of an HR window of 20 voxels (n = floor(20 / f)), and the
+    target is that window's first round(n·f) voxels. Voxel values encode their indices, to find the window."""
+    k, j, i = np.meshgrid(*(np.arange(30),) * 3, indexing="ij")
+    factors = (2.5, 4 / 3, 1.5)
+    batch = fixed_scale_sampler((k * 10000 + j * 100 + i).astype(np.float32), None, factors).batch(0)
+    for lr, target in zip(batch["input"][:, 0].numpy(), batch["target"][:, 0].numpy()):
+        corner = int(target[0, 0, 0])
+        start = (corner // 10000, corner // 100 % 100, corner % 100)
+        lengths = [int(np.floor(20 / f + 1e-9)) for f in factors]
+        assert lr.shape == tuple(lengths)
+        assert target.shape == tuple(int(round(n * f)) for n, f in zip(lengths, factors))
+        hr_window = (k * 10000 + j * 100 + i)[tuple(slice(s, s + 20) for s in start)].astype(np.float64)
+        np.testing.assert_array_equal(target, hr_window[tuple(slice(0, n) for n in target.shape)])
+        np.testing.assert_allclose(lr, library.area_average(hr_window, factors), rtol=1e-6)
+
+
+@pytest.mark.parametrize("factors", [(2, 2, 2), (2.5, 1, 4 / 3), (1, 8 / 3, 1.5)])
+def test_area_average_is_the_library_s_for_simple_fractions(factors):
+    array = np.random.default_rng(0).random((20, 17, 16)).astype(np.float32)
+    np.testing.assert_allclose(area_average(array, factors), library.area_average(array, factors), atol=1e-6)
+
+
+def test_whole_factor_pairs_keep_the_window_and_float_factors_crop_the_target():
+    hr = ramp((12, 12))
+    lr, target = degrade(hr, (2, 3), "block-mean")
+    assert lr.shape == (6, 4) and target is hr
+    lr, target = degrade(hr, (2.5, 1), "area")
+    assert lr.shape == (4, 12) and target.shape == (10, 12)
+    with pytest.raises(InputError, match="use 'area' for float factors"):
+        check_degradation("block-mean", (2.5, 1), 12)
+
+
+def test_scale_range_moves_all_axes_together_unless_independent():
+    tied = ScaleRange((1.0, 1.5, 1.5), (1.0, 4.0, 4.0))
+    independent = ScaleRange((1.0, 1.5, 1.5), (1.0, 4.0, 4.0), independent=True)
+    rng = np.random.default_rng(0)
+    draws = [tied.draw(rng) for _ in range(50)]
+    assert all(k == 1 and j == i and 1.5 <= j <= 4 for k, j, i in draws)
+    assert any(j != i for _, j, i in (independent.draw(rng) for _ in range(5)))
+    assert tied.spread(3) == [(1.0, 1.5, 1.5), (1.0, 2.75, 2.75), (1.0, 4.0, 4.0)]
+    assert ScaleRange.from_config({"min": [1.5, 1.5, 1], "max": [4, 4, 1]}).to_document() == \
+        {"min": [1.5, 1.5, 1.0], "max": [4.0, 4.0, 1.0]}
+    with pytest.raises(InputError, match="is above its max"):
+        ScaleRange.from_config({"min": 3, "max": 2})
+
+
+def test_2d_windows_come_from_every_configured_plane():
+    """Every voxel of this volume holds its own (k, j, i), so a slice tells which axis it was taken along."""
+    k, j, i = np.meshgrid(*(np.arange(12),) * 3, indexing="ij")
+    volume = (k * 10000 + j * 100 + i).astype(np.float32)
+    windows = WindowSampler([volume], 8, [0, 1, 2], 0.0, 0.0, NO_AUGMENTATION, seed=0)
+    planes = set()
+    for item in range(40):
+        window = windows.draw(np.random.default_rng(item))
+        indices = np.stack([window // 10000, window // 100 % 100, window % 100])
+        planes |= {axis for axis in range(3) if np.ptp(indices[axis]) == 0}
+        assert window.shape == (8, 8)
+    assert planes == {0, 1, 2}
+
+
+def test_unpaired_domains_have_the_thick_axis_as_rows_in_x_only():
+    volume = np.random.default_rng(0).random((40, 40, 40)).astype(np.float32)  # detail along every axis
+    acquired, interpolated = simulate_thick_slices(volume, axis=2, factor=4, profile="box")
+    assert acquired.shape == (10, 40, 40) and interpolated.shape == (40, 40, 40)  # thick axis first
+    sampler = UnpairedThickSliceSampler(WindowSampler([interpolated], 32, [1, 2], 0.0, 0.0, {}, seed=0),
+                                        WindowSampler([acquired], 32, [0], 0.0, 0.0, {}, seed=1), batch=8, seed=0)
+    batch = sampler.batch(0)
+    x, y = batch["x"][:, 0].numpy(), batch["y"][:, 0].numpy()
+
+    def roughness(patches, axis):
+        return np.abs(np.diff(patches, axis=axis)).mean()
+    assert roughness(x, 1) < 0.5 * roughness(x, 2)  # rows (the thick axis) are smooth, columns are not
+    assert 0.8 < roughness(y, 1) / roughness(y, 2) < 1.25
+
+
+def settings(**values) -> list:
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+def test_a_config_gets_the_recipe_s_components_unless_it_names_others():
+    config = load_config(overrides=settings(recipe="arbitrary-scale", scale_range={"min": 1.5, "max": 3}))
+    assert (config["sampler"], config["validator"], config["exporter"], config["axes"]) == \
+        ("arbitrary-scale", "arbitrary-scale", "checkpoint", "3d")
+    config = load_config(overrides=settings(recipe="paired-2d", validator="arbitrary-scale"))
+    assert config["validator"] == "arbitrary-scale" and config["axes"] == "2d-in-plane"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"recipe": "paired-4d"}, "Unknown recipe 'paired-4d'; choose one of arbitrary-scale, feature-pretraining"),
+    ({"sampler": "nothing"}, "Unknown sampler 'nothing'"),
+    ({"recipe": "paired-3d", "axes": "2d-in-plane"}, "trains 3d models, not axes '2d-in-plane'"),
+    ({"slice_axis": 3}, "slice_axis must be an array axis"),
+    ({"data.batch": 0}, "'data.batch' must be a positive whole number"),
+])
+def test_bad_component_choices_are_refused_when_the_config_is_read(values, message):
+    with pytest.raises(InputError, match=message):
+        load_config(overrides=settings(**values))
+
+
+def test_a_2d_in_plane_model_may_not_scale_its_slice_axis():
+    assert window_factors((1.0, 2.0, 3.0), "2d-in-plane", 0) == (2.0, 3.0)
+    with pytest.raises(InputError, match="cannot scale its slice axis 1"):
+        window_factors((1.0, 2.0, 3.0), "2d-in-plane", 1)
+
+
+def test_a_name_is_registered_once():
+    registry = Registry("sampler")
+    registry.register("mine")(object)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("mine")(object)
