@@ -12,7 +12,6 @@ import numpy as np
 from MedSRLib.errors import InputError
 
 Factors = Tuple[float, ...]
-AXES = ("3d", "2d-in-plane", "2d-through-plane")
 
 
 def xyz_triple(value, what: str) -> Tuple[float, float, float]:
@@ -38,7 +37,10 @@ def window_axes(axes: str, slice_axis: int) -> Tuple[int, ...]:
 
 
 def window_factors(factors: Factors, axes: str, slice_axis: int) -> Factors:
-    """The factors of the window axes; a 2D in-plane model must leave its slice axis unscaled."""
+    """The factors of the window axes. A 2D in-plane model must leave its slice axis unscaled; a through-plane model's
+    windows are slices whose rows run along the thick axis: (thick factor, 1)."""
+    if axes == "2d-through-plane":
+        return (thick_axis(factors)[1], 1.0)
     if axes == "2d-in-plane" and factors[slice_axis] != 1:
         raise InputError(f"A 2d-in-plane model cannot scale its slice axis {slice_axis} (factor "
                          f"{factors[slice_axis]:g}); give that axis the factor 1 or change slice_axis.")

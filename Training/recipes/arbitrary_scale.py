@@ -12,8 +12,7 @@ from .paired import PairedGanRecipe
 @RECIPES.register("arbitrary-scale")
 class ArbitraryScaleRecipe(PairedGanRecipe):
     sampler = "arbitrary-scale"
-    validator = "arbitrary-scale"
-    axes = ("3d", "2d-in-plane")
+    validators = {"3d": "arbitrary-scale", "2d-in-plane": "arbitrary-scale"}
     conditioning = "coordinates"
 
     def generate(self, generator: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> torch.Tensor:

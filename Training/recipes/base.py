@@ -1,8 +1,8 @@
 """What every recipe shares: its trainable networks (each wrapped for DDP), one Adam and one AMP scaler per optimiser,
 the per-step random generator, and the resumable state of all of them.
 
-A recipe is what one training step does with a batch. It names the sampler, validator and exporter that fit it (a
-config may choose others) and the model layouts (``axes``) it trains; ``train_step(batch, step)`` returns the losses
+A recipe is what one training step does with a batch. It names the sampler and exporter that fit it and, for each model
+layout (``axes``) it trains, a validator (a config may choose others); ``train_step(batch, step)`` returns the losses
 as floats for the log. Randomness inside a step comes from :meth:`Recipe.step_generator`, seeded by (seed, step, rank)
 like the batches, so a resumed run repeats an uninterrupted one exactly.
 """
@@ -26,9 +26,9 @@ def set_trainable(network: Optional[torch.nn.Module], trainable: bool) -> None:
 
 class Recipe:
     sampler: str = "paired"
-    validator: str = ""
     exporter: str = "checkpoint"
-    axes: Tuple[str, ...] = ("3d",)        # the layouts it trains; the first is the default
+    # The model layouts (config ``axes``) it trains, the first by default, each with its default validator.
+    validators: Dict[str, str] = {}
     conditioning: str = "none"             # "coordinates": the network is called model(x, coordinates, scale)
     headline: str = "loss/pixel"           # the loss the progress bar shows
 

@@ -39,7 +39,7 @@ def output_channels(network: torch.nn.Module, patch: int) -> int:
 @RECIPES.register("feature-pretraining")
 class FeaturePretrainingRecipe(Recipe):
     sampler = "corruptions"
-    validator = "corruption-accuracy"
+    validators = {"3d": "corruption-accuracy"}
     exporter = "feature-network"
     headline = "loss/cross_entropy"
 

@@ -5,5 +5,4 @@ from .paired import PairedGanRecipe
 
 @RECIPES.register("paired-3d")
 class Paired3dRecipe(PairedGanRecipe):
-    validator = "protocol-3d"
-    axes = ("3d",)
+    validators = {"3d": "protocol-3d"}

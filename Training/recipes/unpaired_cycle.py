@@ -17,7 +17,6 @@ from torch.nn.functional import l1_loss
 
 from MedSRLib.nn.nets.cyclegan import gradient_mapping_loss
 
-from .. import critics  # noqa: F401  (registers the 2D critic the CLADE configs name)
 from ..distributed import Distributed
 from ..losses import least_squares_critic_loss, least_squares_generator_loss
 from ..registry import RECIPES
@@ -27,8 +26,7 @@ from .base import Recipe, set_trainable
 @RECIPES.register("unpaired-cycle")
 class UnpairedCycleRecipe(Recipe):
     sampler = "unpaired-thick-slices"
-    validator = "simulated-thick-slices"
-    axes = ("2d-through-plane",)
+    validators = {"2d-through-plane": "simulated-thick-slices"}
     headline = "loss/generator"
 
     def __init__(self, config: dict, dist: Distributed):

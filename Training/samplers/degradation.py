@@ -11,6 +11,7 @@ import numpy as np
 
 from MedSRLib.errors import InputError
 from MedSRLib.grid.degradation import block_mean, downsample_linear, downsample_nearest, kspace_truncate, thicken_slices
+from MedSRLib.grid.spline import corner_aligned_resample
 
 LR_GRID_DEGRADATIONS = {"block-mean": block_mean, "linear": downsample_linear, "nearest": downsample_nearest}
 # Float factors: the exact area average (any factor).
@@ -34,6 +35,13 @@ def area_average(array: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         if factor != 1:
             result = thicken_slices(result, axis, float(factor), profile="box")
     return result
+
+
+def bspline_upsample(array: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """The cubic B-spline of a 2D or 3D array on its corner-aligned output grid (round(n·f) voxels per axis)."""
+    if array.ndim == 2:
+        return bspline_upsample(array[None], (1.0, *factors))[0]
+    return corner_aligned_resample(array, tuple(factors)[::-1], order=3)
 
 
 def lr_length(size: int, factor: float) -> int:

@@ -6,7 +6,8 @@ import torch
 
 from ..registry import SAMPLERS
 from ..scaling import array_factors, window_factors
-from .degradation import HR_GRID_DEGRADATIONS, add_input_noise, check_degradation, degrade, lr_length
+from .degradation import (HR_GRID_DEGRADATIONS, add_input_noise, bspline_upsample, check_degradation, degrade,
+                          lr_length, sr_length)
 from .windows import WindowSampler, item_rng
 
 
@@ -14,14 +15,16 @@ from .windows import WindowSampler, item_rng
 class PairedSampler:
     """target = an augmented HR window, input = its degraded version (``data.degradation``) with optional noise.
 
-    3D models ("3d") get cubes of ``data.hr_patch``; 2D in-plane models get squares of slices taken along every array
-    axis in ``data.planes``, degraded in-plane by the factors of the model's slice axes (``slice_axis``)."""
+    3D models ("3d") get cubes of ``data.hr_patch``; 2D models get squares of slices taken along every array axis in
+    ``data.planes``, degraded by the factors of their window axes (``Training.scaling.window_factors``). With
+    ``interpolate_input`` (through-plane models) the input is then B-spline interpolated onto the target's grid."""
 
     def __init__(self, windows: WindowSampler, factors: Sequence[float], batch: int, degradation: str, noise: float,
-                 seed: int):
+                 seed: int, interpolate_input: bool = False):
         check_degradation(degradation, factors, windows.size)
         self.windows, self.factors, self.batch_size = windows, tuple(factors), batch
         self.degradation, self.noise, self.seed = degradation, noise, seed
+        self.interpolate_input = interpolate_input
 
     @classmethod
     def from_config(cls, config: dict) -> "PairedSampler":
@@ -29,18 +32,24 @@ class PairedSampler:
         planes = None if config["axes"] == "3d" else config["data"]["planes"]
         data = config["data"]
         return cls(WindowSampler.from_config(config, planes), factors, data["batch"], data["degradation"],
-                   data["augment"].get("noise", 0.0), config["seed"])
+                   data["augment"].get("noise", 0.0), config["seed"], config["axes"] == "2d-through-plane")
 
     @property
     def input_patch(self) -> Tuple[int, ...]:
         """The network's input window: LR voxels, or HR voxels for an input on the HR grid."""
         if self.degradation in HR_GRID_DEGRADATIONS:
             return (self.windows.size,) * len(self.factors)
-        return tuple(lr_length(self.windows.size, factor) for factor in self.factors)
+        lengths = [lr_length(self.windows.size, factor) for factor in self.factors]
+        if self.interpolate_input:
+            return tuple(sr_length(n, factor) for n, factor in zip(lengths, self.factors))
+        return tuple(lengths)
 
     def pair(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         degraded, target = degrade(self.windows.draw(rng), self.factors, self.degradation)
-        return add_input_noise(degraded, self.noise, rng), target
+        degraded = add_input_noise(degraded, self.noise, rng)
+        if self.interpolate_input:
+            degraded = bspline_upsample(degraded, self.factors)
+        return degraded, target
 
     def batch(self, step: int, rank: int = 0) -> Dict[str, torch.Tensor]:
         """{"input", "target"} as (B, 1, …) float32 tensors, the same for the same (seed, step, rank)."""

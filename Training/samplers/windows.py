@@ -80,10 +80,6 @@ class WindowSampler:
         return cls(volumes, data["hr_patch"], planes, data["foreground_threshold"], data["foreground_fraction"],
                    data["augment"], config["seed"] + seed_offset)
 
-    @property
-    def ndim(self) -> int:
-        return 3 if self.planes is None else 2
-
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         """One augmented float32 window."""
         plane = None if self.planes is None else self.planes[rng.integers(len(self.planes))]

@@ -13,10 +13,9 @@ import numpy as np
 import torch
 
 from MedSRLib.errors import InputError
-from MedSRLib.grid.spline import corner_aligned_resample
 
 from ..samplers.arbitrary_scale import output_coordinates
-from ..samplers.degradation import area_average, sr_length
+from ..samplers.degradation import area_average, bspline_upsample, sr_length
 from ..samplers.windows import load_normalised
 from ..scaling import window_axes
 from .base import Images, Scores, evaluating, image_scores
@@ -67,8 +66,8 @@ class DegradedBlocks:
     def bspline(self, lr: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         """The cubic B-spline of every sample on the output grid: the interpolation baseline."""
         if self.is_2d:  # the stacked slices are not interpolated across (factor 1 along the stack)
-            return corner_aligned_resample(lr, (1.0, *factors)[::-1], order=3)
-        return corner_aligned_resample(lr[0], tuple(factors)[::-1], order=3)[None]
+            return bspline_upsample(lr, (1.0, *factors))
+        return bspline_upsample(lr[0], factors)[None]
 
     def scores(self, sr: np.ndarray, hr: np.ndarray) -> Scores:
         """2D: over the slice stack with slice-wise SSIM; 3D: over the cube."""
