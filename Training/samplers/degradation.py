@@ -23,7 +23,7 @@ DEGRADATION_NAMES = (*LR_GRID_DEGRADATIONS, AREA, *HR_GRID_DEGRADATIONS)
 
 def area_average(array: np.ndarray, factors: Sequence[float]) -> np.ndarray:
     """Exact area downsampling by any real factors ≥ 1: output voxel m of an axis is the mean of the HR interval
-    [m·f, (m+1)·f), each HR voxel weighted by its overlap; floor(n / f) voxels (+1e-9) per axis.
+    [m·f, (m+1)·f), each HR voxel weighted by its overlap; floor(n / f) voxels per axis.
 
     ``MedSRLib.grid.degradation.area_average`` computes the same for simple fractions (denominator ≤ 8) by repeating
     every voxel by the denominators, which a 3D window at a factor like 17/8 makes 512 times larger; arbitrary-scale
