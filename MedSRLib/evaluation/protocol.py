@@ -1,4 +1,4 @@
-"""The DATA.md evaluation protocol: degrade a held-out volume, super-resolve it back, score it against the original.
+"""The evaluation protocol (docs/protocol.md): degrade a held-out volume, super-resolve it back, score it against the original.
 
 ``python -m MedSRLib.evaluation --methods linear bspline`` prints the Colin27 reference table as Markdown;
 ``--rows isotropic-2.5 inplane-4 thick-8`` picks rows, and
@@ -97,7 +97,7 @@ class Degradation:
         1. float32, clipped to the whole volume's 0.5 / 99.5 percentiles and mapped to [0, 1]; 2. every axis cropped
         from its end to a multiple of :meth:`crop_multiple`; 3. the exact area average over the LR voxels
         (``area_average``). Normalising before the crop gives every row the same reference intensities (and is how the
-        DATA.md table was made: Colin27's 99.5 percentile is 178 uncropped but 179 in the thick ×8 crop).
+        reference table was made: Colin27's 99.5 percentile is 178 uncropped but 179 in the thick ×8 crop).
         """
         hr = np.asarray(hr_array, dtype=np.float32)
         if hr.ndim != 3:
@@ -109,12 +109,12 @@ class Degradation:
 
 def degrade_protocol(hr_array: np.ndarray, mode: str = "isotropic", scale: float = 2,
                      axis: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Steps 1–3 of the DATA.md evaluation protocol for one degradation (see :class:`Degradation`); returns
+    """Steps 1–3 of the evaluation protocol (docs/protocol.md) for one degradation (see :class:`Degradation`); returns
     (normalised HR, LR), both float32."""
     return Degradation(mode, scale, axis).apply(hr_array)
 
 
-# The rows of the DATA.md reference table.
+# The rows of the reference table (docs/protocol.md).
 DEGRADATIONS = tuple(Degradation.from_key(key) for key in (
     "isotropic-2", "isotropic-2.5", "isotropic-3", "isotropic-4", "inplane-2", "inplane-4", "thick-2", "thick-4",
     "thick-8"))
@@ -169,7 +169,7 @@ def reference_table(methods: Sequence[str], degradations: Sequence[Degradation] 
 
 
 def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
-    """The results in DATA.md's table format: one row per degradation, one 'PSNR / fg-PSNR / SSIM' column per method."""
+    """The results in the reference table's format: one row per degradation, one 'PSNR / fg-PSNR / SSIM' column per method."""
     methods = list(next(iter(results.values())))
     lines = ["| degradation | " + " | ".join(f"{method} PSNR / fg-PSNR / SSIM" for method in methods) + " |",
              "|---|" + "---|" * len(methods)]
@@ -188,11 +188,11 @@ def _checkpoint_argument(text: str) -> Tuple[str, str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m MedSRLib.evaluation",
-                                     description="Print the DATA.md reference table on a held-out volume.")
+                                     description="Print the evaluation protocol's table (docs/protocol.md) on a held-out volume.")
     parser.add_argument("--methods", nargs="+", default=["linear", "bspline"], help="registered method names")
     parser.add_argument("--volume", default="colin27", help="held-out dataset name (default colin27)")
     parser.add_argument("--rows", nargs="+", default=[d.key for d in DEGRADATIONS],
-                        help="degradations, e.g. isotropic-2.5 inplane-4 thick-8 (default: the nine rows of DATA.md)")
+                        help="degradations, e.g. isotropic-2.5 inplane-4 thick-8 (default: the nine rows of docs/protocol.md)")
     parser.add_argument("--checkpoint", action="append", default=[], type=_checkpoint_argument,
                         metavar="METHOD=CHECKPOINT", help="a learned method's checkpoint (default: its shipped model)")
     parser.add_argument("--json", help="also write every score (with run times) to this file")
