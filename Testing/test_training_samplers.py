@@ -4,16 +4,19 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from MedSRLib.engine.tiling import TilingOptions, run_tiled
 from MedSRLib.errors import InputError
 from MedSRLib.grid import degradation as library
 from Training.config import load_config
 from Training.registry import Registry
-from Training.samplers.arbitrary_scale import ArbitraryScaleSampler
+from Training.samplers.arbitrary_scale import ArbitraryScaleSampler, output_coordinates
 from Training.samplers.degradation import area_average, check_degradation, degrade
 from Training.samplers.unpaired import UnpairedThickSliceSampler, simulate_thick_slices
 from Training.samplers.windows import WindowSampler
 from Training.scaling import ScaleRange, window_factors
+from test_training_recipes import CoordinateNet
 
 NO_AUGMENTATION = {}
 
@@ -67,6 +70,28 @@ def test_arbitrary_scale_target_is_the_first_round_n_times_f_voxels_of_the_hr_wi
         hr_window = (k * 10000 + j * 100 + i)[tuple(slice(s, s + 20) for s in start)].astype(np.float64)
         np.testing.assert_array_equal(target, hr_window[tuple(slice(0, n) for n in target.shape)])
         np.testing.assert_allclose(lr, library.area_average(hr_window, factors), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode, factors", [("3d", (1.5, 2.5, 1.0)), ("2d", (1.0, 2.5, 4 / 3))])
+def test_the_engine_calls_a_coordinate_network_as_training_does(mode, factors):
+    """One window covering the image: MedSRLib's tiling engine and the arbitrary-scale sampler's coordinates and
+    scale (``output_coordinates``) make the network give the same output."""
+    torch.manual_seed(0)
+    network = CoordinateNet(dims=3 if mode == "3d" else 2)
+    torch.nn.init.normal_(network.decode.weight)  # the output then depends on the features, coordinates and scale
+    image = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    window = image.shape if mode == "3d" else image.shape[1:]
+    options = TilingOptions(patch=window, mode=mode, slice_axis=0, conditioning="coordinates", device="cpu")
+    engine = run_tiled(network, image, factors, options)
+    window_factors = factors if mode == "3d" else factors[1:]
+    lengths = [int(round(n * f)) for n, f in zip(window, window_factors)]
+    coordinates = torch.from_numpy(output_coordinates(lengths, window_factors))[None]
+    scale = torch.tensor([window_factors], dtype=torch.float32)
+    inputs = image[None, None] if mode == "3d" else image[:, None]
+    with torch.no_grad():
+        direct = network(torch.from_numpy(inputs), coordinates.expand(len(inputs), *coordinates.shape[1:]),
+                         scale.expand(len(inputs), -1))[:, 0].numpy()
+    np.testing.assert_allclose(engine, direct[0] if mode == "3d" else direct, atol=1e-5)
 
 
 @pytest.mark.parametrize("factors", [(2, 2, 2), (2.5, 1, 4 / 3), (1, 8 / 3, 1.5)])
