@@ -33,7 +33,7 @@ DEFAULTS = {
         "reverse_generator": None,    # unpaired-cycle: the Y → X generator ({name, params}); null: like the generator
     },
     "losses": {
-        "preset": None,               # a name from Training.recipe.LOSS_PRESETS; explicit keys below override it
+        "preset": None,               # a name from LOSS_PRESETS below; explicit keys override it
         "pixel": 1.0,
         "perceptual": 0.0,
         "adversarial": 0.0,
@@ -54,7 +54,7 @@ DEFAULTS = {
         "batch": 4,
         "degradation": "block-mean",  # block-mean | area (float factors) | linear | nearest | kspace (HR grid)
         "planes": [0, 1, 2],          # 2D samplers: the array axes slices are taken along
-        "thick_profile": "box",       # unpaired thick-slice simulation: box | gaussian slice profile
+        "thick_profile": "box",       # simulated thick slices (unpaired sampler and validator): box | gaussian
         "foreground_threshold": 0.1,
         "foreground_fraction": 0.9,
         "augment": {"flip": True, "intensity_scale": [0.9, 1.1], "gamma": [0.8, 1.25], "bias_field": 0.2,
