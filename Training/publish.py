@@ -3,14 +3,14 @@
     python -m Training.publish runs/threeplayer-x2-cpu/model.safetensors --name threeplayer-x2 \\
         --description "…" [--volumes colin27 heudiconv-epi] [--rows isotropic-2] [--catalog MedSRLib/models/catalog.json]
 
-Each (volume, row) goes through the DATA.md protocol (``MedSRLib.evaluation``) with the checkpoint's float16 weights
-(what ships) and with B-spline and Lanczos for comparison. The checkpoint is rewritten beside the catalog as
-``<name>.safetensors`` with ``metrics.heldout`` filled in (and ``metrics.validation_curve`` from the run's
-``metrics.jsonl`` when it lies beside the checkpoint), and the catalog entry of that name is added or replaced (sha256,
-method, scales or scale range). The catalog lists models in order and a method's default is its first entry at a
-scale, so a re-published model keeps its place. A model that does not beat every interpolation baseline by 0.05 dB PSNR
-on every scored row is refused unless ``--force``: the shipped default of a learned method must be worth choosing over
-interpolation.
+Each (volume, row) goes through the evaluation protocol (docs/protocol.md, ``MedSRLib.evaluation``) with the
+checkpoint's float16 weights (what ships) and with B-spline and Lanczos for comparison. The checkpoint is rewritten
+beside the catalog as ``<name>.safetensors`` with ``metrics.heldout`` filled in (and ``metrics.validation_curve`` from
+the run's ``metrics.jsonl`` when it lies beside the checkpoint), and the catalog entry of that name is added or replaced
+(sha256, method, scales or scale range). The catalog lists models in order and a method's default is its first entry at
+a scale, so a re-published model keeps its place. A model that does not beat every interpolation baseline by 0.05 dB
+PSNR on every scored row is refused unless ``--force``: the shipped default of a learned method must be worth choosing
+over interpolation.
 """
 import argparse
 import json
@@ -31,7 +31,7 @@ from MedSRLib.files import file_sha256
 from .board import CURVE_FILE
 
 BASELINES = ("bspline", "lanczos")
-# The protocol's reproducibility tolerance (DATA.md): a smaller PSNR gain is not a gain.
+# The protocol's reproducibility tolerance (docs/protocol.md): a smaller PSNR gain is not a gain.
 MIN_GAIN_DB = 0.05
 MAX_SHIPPED_BYTES = 15 * 2 ** 20
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -85,7 +85,7 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
                              f"{', '.join(failing)}; not published (use --force to publish anyway).")
         metadata = {key: value for key, value in metadata.items() if key not in ("weights_sha256", "created")}
         metadata["metrics"] = {**metadata.get("metrics", {}), "heldout": {
-            "protocol": "DATA.md (MedSRLib.evaluation)",
+            "protocol": "docs/protocol.md (MedSRLib.evaluation)",
             "scores": {volume: {label: row[method] for label, row in table.items()}
                        for volume, table in scores.items()},
             "baselines": {volume: {label: {b: row[b] for b in BASELINES} for label, row in table.items()}

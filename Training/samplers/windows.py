@@ -1,10 +1,11 @@
 """Random high-resolution windows of the training volumes: what every sampler cuts its examples from.
 
 Volumes are dataset names from ``MedSRLib.evaluation.datasets`` (held-out ones are refused) or volume files, normalised
-like the DATA.md protocol. A window is a 3D patch, or a 2D patch of a slice along one of the configured planes; it is
-centred on a foreground voxel with probability ``foreground_fraction`` and then augmented. Every draw takes its numbers
-from the random generator it is given, which the samplers seed by (seed, step, rank, item): a run resumed at step s sees
-exactly the batches an uninterrupted run would have seen, and DDP ranks see different ones.
+like the evaluation protocol (docs/protocol.md). A window is a 3D patch, or a 2D patch of a slice along one of the
+configured planes; it is centred on a foreground voxel with probability ``foreground_fraction`` and then augmented.
+Every draw takes its numbers from the random generator it is given, which the samplers seed by (seed, step, rank,
+item): a run resumed at step s sees exactly the batches an uninterrupted run would have seen, and DDP ranks see
+different ones.
 """
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -32,7 +33,7 @@ def resolve_volume_path(name_or_path: str) -> Path:
 
 
 def load_normalised(name_or_path: str) -> np.ndarray:
-    """The volume as float32 in [0, 1]: clipped to its 0.5 / 99.5 percentiles, like the DATA.md protocol."""
+    """The volume as float32 in [0, 1]: clipped to its 0.5 / 99.5 percentiles, like the evaluation protocol."""
     array = read_volume(resolve_volume_path(name_or_path)).array
     return Normaliser.fit(array, clip=True).forward(array)
 

@@ -1,4 +1,4 @@
-"""``protocol-3d``: the DATA.md protocol on the validation volume, for 3D patch models.
+"""``protocol-3d``: the evaluation protocol (docs/protocol.md) on the validation volume, for 3D patch models.
 
 The whole volume is cropped, normalised and area-degraded exactly as the protocol says (isotropic, in-plane or thick
 rows, from the config's whole factors); then, to stay cheap during training, only a central ``crop`` of HR voxels is
