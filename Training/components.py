@@ -1,11 +1,11 @@
-"""The built-in recipes, samplers, validators and exporters (and the 2D critic's name, ``Training.critics``),
-registered by importing them, and the step of ``load_config`` that completes a config's choice among them:
-``sampler``, ``validator``, ``exporter`` and ``axes`` left null take the recipe's."""
+"""The built-in recipes, samplers, validators and exporters, registered by importing them, and the step of
+``load_config`` that completes a config's choice among them: ``sampler``, ``validator``, ``exporter`` and ``axes``
+left null take the recipe's."""
 import copy
 
 from MedSRLib.errors import InputError
 
-from . import critics, exporters, recipes, samplers, validators  # noqa: F401  (registers the built-in components)
+from . import exporters, recipes, samplers, validators  # noqa: F401  (registers the built-in components)
 from .registry import EXPORTERS, RECIPES, SAMPLERS, VALIDATORS
 
 CHOSEN_BY_RECIPE = ("sampler", "exporter")

@@ -21,18 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from MedSRLib.engine.tiling import TilingOptions, run_tiled  # noqa: E402
 from Training.config import load_config  # noqa: E402
 from Training.distributed import Distributed  # noqa: E402
-from Training.patches import PatchSampler  # noqa: E402
-from Training.recipe import GanRecipe  # noqa: E402
+from Training.recipes.paired_3d import Paired3dRecipe  # noqa: E402
+from Training.samplers.paired import PairedSampler  # noqa: E402
 
 REFERENCE_SIZE = 256
 
 
 def training_patches_per_second(config: dict, steps: int, device: torch.device) -> float:
-    sampler = PatchSampler.from_config(config)
-    recipe = GanRecipe(config, Distributed(device=device))
+    sampler = PairedSampler.from_config(config)
+    recipe = Paired3dRecipe(config, Distributed(device=device))
+
     def iteration(step):
-        inputs, targets = sampler.batch(step)
-        recipe.train_step(inputs.to(device), targets.to(device), step)
+        recipe.train_step({key: value.to(device) for key, value in sampler.batch(step).items()}, step)
     iteration(0)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -71,6 +71,7 @@ class CladeGenerator(nn.Module):
         return x + self.output_gain * correction
 
 
+@register_architecture("patch_critic2d")
 class PatchDiscriminator(nn.Module):
     """PatchGAN critic: C64 (no norm), C128, C256, C512 with InstanceNorm and LeakyReLU 0.2, then a 1-channel map;
     4×4 convs, stride 2 except the last two. ``features`` scales all widths (64 in CycleGAN)."""
