@@ -9,6 +9,7 @@ from MedSRLib.grid.geometry import output_grid
 from MedSRLib.nn.nets.cyclegan import (CladeGenerator, DemodulatedConv2d, PatchDiscriminator, gradient_mapping_loss,
     sobel_gradients)
 from MedSRLib.io.volume import Volume
+from test_smore import one_torch_thread, thickened_truth
 
 OBLIQUE = tuple(np.array([[1.0, 0.0, 0.0], [0.0, 0.6, -0.8], [0.0, 0.8, 0.6]]).ravel())
 
@@ -69,6 +70,36 @@ def test_tiny_clade_run_lands_on_the_output_grid_and_its_saved_model_reproduces_
     np.testing.assert_allclose(result.direction, OBLIQUE)
     reused = MedSRLib.super_resolve(volume, "clade", (1, 2, 1), checkpoint=str(model))
     np.testing.assert_array_equal(reused.array, result.array)
+
+
+# --- against B-spline -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clade_against_truth():
+    """(truth, B-spline, CLADE) on the output grid of a 32³ phantom thickened ×4 along z; 30 iterations, seed 0."""
+    truth, thick = thickened_truth(factor=4)
+    bspline = MedSRLib.super_resolve(thick, "bspline", (1, 1, 4)).array
+    with one_torch_thread():
+        clade = MedSRLib.super_resolve(thick, "clade", (1, 1, 4), iterations=30, features=8, seed=0).array
+    return truth, bspline, clade
+
+
+def test_a_trained_clade_generator_reaches_the_output(clade_against_truth):
+    """Weak on purpose (CLADE stays near the identity, see the next test): the result is not B-spline returned as is.
+
+    Measured (intensities 0-350): the mean |CLADE − B-spline| is 0.012 here (0.006-0.056 over two phantoms × three
+    seeds); with the generators held at the identity it is below 1e-5, float32 rounding of the tiled inference."""
+    _, bspline, clade = clade_against_truth
+    assert clade.shape == bspline.shape == (32, 32, 32)
+    assert np.abs(clade - bspline).mean() > 1e-3
+
+
+@pytest.mark.xfail(strict=True, reason="CLADE's output equals B-spline at CPU budgets (README, per-scan section): the "
+                   "mean |CLADE − B-spline| is 0.2% of B-spline's mean error here (0.1-0.8% over seeds; 0.1-0.2% at 100 "
+                   "iterations with the default 32 features), SMORE's 30-iteration change is 30%")
+def test_a_short_clade_run_changes_the_bspline_result_by_a_sizeable_part_of_its_error(clade_against_truth):
+    truth, bspline, clade = clade_against_truth
+    assert np.abs(clade - bspline).mean() > 0.05 * np.abs(bspline - truth).mean()
 
 
 def test_clade_refuses_isotropic_input_and_bad_options():
