@@ -53,8 +53,37 @@ def test_collapsed_percentiles_fall_back_to_min_max():
 
 def test_output_dtype_policy():
     values = np.array([-3.4, 0.5, 1.5, 254.6, 300.0], np.float32)
-    assert cast_output(values, "float32", np.uint8).dtype == np.float32
-    np.testing.assert_array_equal(cast_output(values, "input", np.uint8), [0, 0, 2, 255, 255])
+    floats = cast_output(values, "float32", np.uint8)
+    assert floats.dtype == np.float32
+    np.testing.assert_array_equal(floats, values)
+    # Rounded to the nearest integer, halves to even (0.5 → 0, 1.5 → 2), then clamped to 0 … 255.
+    rounded = cast_output(values, "input", np.uint8)
+    assert rounded.dtype == np.uint8 and rounded.tolist() == [0, 0, 2, 255, 255]
     assert cast_output(values, "input", np.int16).tolist() == [-3, 0, 2, 255, 300]
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="'int8' is not supported"):
         cast_output(values, "int8", np.uint8)
+
+
+def test_output_dtype_input_saturates_at_the_int16_limits():
+    values = np.array([-40000.0, -32768.6, -32767.5, -32767.4, 32766.5, 32767.4, 32767.6, 40000.0], np.float32)
+    # Rounded: −40000, −32769, −32768, −32767, 32766, 32767, 32768, 40000; then clamped to −32768 … 32767.
+    result = cast_output(values, "input", np.int16)
+    assert result.dtype == np.int16
+    assert result.tolist() == [-32768, -32768, -32768, -32767, 32766, 32767, 32767, 32767]
+
+
+def test_output_dtype_input_keeps_a_float_input_type_without_rounding():
+    values = np.array([-3.4, 0.5, 1e6], np.float32)
+    result = cast_output(values, "input", np.float64)
+    assert result.dtype == np.float64
+    np.testing.assert_array_equal(result, values.astype(np.float64))
+
+
+@pytest.mark.xfail(strict=True, reason="cast_output only rounds and clamps integer types: a float16 input gets inf "
+                   "where the result exceeds ±65504 (a Lanczos ×2 of a 0/65000 float16 step had 640 inf voxels), "
+                   "though the policy says results are clamped to the input type's range")
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+def test_output_dtype_input_clamps_to_the_float16_range():
+    result = cast_output(np.array([70000.0, -1e6, 1.0], np.float32), "input", np.float16)
+    assert result.dtype == np.float16
+    assert result.tolist() == [65504.0, -65504.0, 1.0]
