@@ -381,6 +381,11 @@ class MedSRTest(ScriptedLoadableModuleTest):
         node.GetIJKToRASMatrix(matrix)
         return slicer.util.arrayFromVTKMatrix(matrix)
 
+    @staticmethod
+    def nodeIDs():
+        scene = slicer.mrmlScene
+        return sorted(scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes()))
+
     def assertCornerAligned(self, inputNode, resultNode, scale):
         import numpy as np
         inputDirections, resultDirections = np.zeros((3, 3)), np.zeros((3, 3))
@@ -404,10 +409,13 @@ class MedSRTest(ScriptedLoadableModuleTest):
         self.assertEqual(resultNode.GetAttribute("MedSR.scale"), "1,1,2")
         self.assertGreater(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
 
-        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
-        with self.assertRaises(Exception):
+        from MedSRLib.errors import Cancelled
+        nodesBefore = self.nodeIDs()
+        volumesBefore = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+        with self.assertRaises(Cancelled):
             MedSRLogic().process(inputNode, "bspline", (1, 1, 2), cancel=lambda: True)
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+        self.assertEqual(self.nodeIDs(), nodesBefore)  # nothing added, nothing removed
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumesBefore)
         self.delayDisplay("B-spline test passed")
 
     def test_LearnedModel(self):

@@ -1,4 +1,13 @@
-"""superResolveVolumeNode against a real MRML scene from PyPI's slicer-core (pip install slicer-core)."""
+"""superResolveVolumeNode against a real MRML scene from PyPI's slicer-core (pip install slicer-core), and the Slicer
+module's self-test with stand-ins for what slicer-core lacks (Qt, the scripted-module classes, SampleData)."""
+import functools
+import importlib.util
+import shutil
+import sys
+import types
+import unittest
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -7,7 +16,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package is not slicer-core (pip install slicer-core)", allow_module_level=True)
 import vtk  # noqa: E402  (installed with slicer-core)
 
-from MedSRLib import Cancelled, Volume, __version__  # noqa: E402
+from MedSRLib import Cancelled, InputError, Volume, __version__  # noqa: E402
 from MedSRLib.apps.mrml import addVolumeNodeLike, superResolveVolumeNode, volumeFromNode  # noqa: E402
 
 # IJK→RAS directions (columns): i → (0.8, 0, −0.6), j → (0, 1, 0), k → (0.6, 0, 0.8); a rotation about the A axis.
@@ -44,6 +53,10 @@ def node_ids(scene):
     return sorted(scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes()))
 
 
+def volume_node_count(scene):
+    return scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+
+
 @pytest.fixture
 def scene():
     return slicer.vtkMRMLScene()
@@ -73,6 +86,8 @@ def test_acceptance_oblique_thick_slices_bspline_x113(scene):
     # Corner aligned: o' = o + D·((s' − s)/2) = (10, −20, 5) + (−1)·(0.6, 0, 0.8) along k.
     assert result.GetOrigin() == pytest.approx((9.4, -20.0, 4.2))
     assert slicer.util.arrayFromVolume(result).shape == (12, 5, 6)
+    # Output slice 3m + 1 lies on input slice m, where the interpolating B-spline takes the input's values.
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(result)[1::3], slicer.util.arrayFromVolume(node), atol=1e-3)
     # The outer corner of the first voxel did not move: IJK (−½, −½, −½) maps to the same RAS point.
     corner = np.array([-0.5, -0.5, -0.5, 1.0])
     assert (ijk_to_ras(result) @ corner) == pytest.approx(ijk_to_ras(node) @ corner)
@@ -137,6 +152,16 @@ def test_cancel_midway_leaves_scene_unchanged(scene):
     assert node_ids(scene) == before
 
 
+def test_cancel_of_the_background_process_raises_cancelled_and_adds_no_node(scene):
+    from MedSRLib.apps.process import super_resolve_in_subprocess
+    node = make_input_node(scene)
+    before, volumes = node_ids(scene), volume_node_count(scene)
+    in_background = functools.partial(super_resolve_in_subprocess, python=sys.executable)
+    with pytest.raises(Cancelled):
+        superResolveVolumeNode(node, "bspline", (1, 1, 3), cancel=lambda: True, superResolve=in_background)
+    assert node_ids(scene) == before and volume_node_count(scene) == volumes
+
+
 def test_failure_while_adding_the_node_removes_it_again(scene):
     node = make_input_node(scene)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
@@ -148,7 +173,7 @@ def test_failure_while_adding_the_node_removes_it_again(scene):
         superResolveVolumeNode(node, "bspline", 2, superResolve=lambda volume, method, scale, **options: unstorable)
     assert node_ids(scene) == before
     assert hierarchy.GetNumberOfItems() == items_before
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="long long"):
         addVolumeNodeLike(unstorable, node, "direct")
     assert node_ids(scene) == before
 
@@ -157,6 +182,44 @@ def test_label_map_is_refused(scene):
     labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
     slicer.util.updateVolumeFromArray(labels, np.zeros((2, 3, 4), dtype=np.uint8))
     before = node_ids(scene)
-    with pytest.raises(Exception, match="label map"):
+    with pytest.raises(InputError, match="label map"):
         superResolveVolumeNode(labels, "bspline", 2)
     assert node_ids(scene) == before
+
+
+# --- the Slicer module's self-test ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def medsr_module(scene, monkeypatch):
+    """MedSR/MedSR.py imported against slicer-core with ``scene`` as slicer.mrmlScene. Stand-ins: Qt (unused by the
+    logic), the scripted-module base classes (the test class is a unittest.TestCase, as in Slicer), slicer.app, and
+    SampleData, whose "MRHead" is a small oblique volume; PythonSlicer is this Python."""
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+    scripted.ScriptedLoadableModule = scripted.ScriptedLoadableModuleLogic = type("Base", (), {})
+    scripted.ScriptedLoadableModuleWidget = type("Widget", (), {})
+    scripted.ScriptedLoadableModuleTest = type("Test", (unittest.TestCase,), {"delayDisplay": lambda self, *a: None})
+    sample_data = types.ModuleType("SampleData")
+    sample_data.downloadSample = lambda name: make_input_node(slicer.mrmlScene, (6, 8, 10), (1.0, 1.0, 1.3), name=name)
+    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
+    monkeypatch.setitem(sys.modules, "SampleData", sample_data)
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(processEvents=lambda: None), raising=False)
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs:
+                        sys.executable if name == "PythonSlicer" else which(name, *args, **kwargs))
+    path = Path(__file__).resolve().parents[1] / "MedSR" / "MedSR.py"
+    spec = importlib.util.spec_from_file_location("medsr_slicer_module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_module_self_test_super_resolves_in_the_background_and_cancels_cleanly(medsr_module, scene):
+    """MedSRTest.test_BSplineOnMRHead as Slicer runs it: B-spline ×(1, 1, 2) in a background process, then a cancelled
+    run that must raise Cancelled and leave the scene as it was."""
+    self_test = medsr_module.MedSRTest("test_BSplineOnMRHead")
+    self_test.setUp()
+    self_test.test_BSplineOnMRHead()
+    results = [scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode") for n in range(volume_node_count(scene))]
+    assert [node.GetAttribute("MedSR.method") for node in results] == [None, "bspline"]
