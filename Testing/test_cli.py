@@ -44,6 +44,9 @@ def test_super_resolve_writes_the_corner_aligned_result(scan, tmp_path):
     expected_origin = np.array([10, -20, 5]) + np.reshape(OBLIQUE, (3, 3)) @ np.array([0, 0, -1.0])
     np.testing.assert_allclose(result.origin, expected_origin, atol=1e-4)
     np.testing.assert_allclose(result.direction, OBLIQUE, atol=1e-5)
+    # Output slice 3m + 1 lies on input slice m, where the interpolating B-spline takes the input's values.
+    assert result.array.dtype == np.float32
+    np.testing.assert_allclose(result.array[1::3], read_volume(scan).array, atol=1e-2)
 
 
 def test_progress_lines_for_the_slicer_module(scan, tmp_path):
@@ -138,6 +141,24 @@ def test_degrade_then_evaluate(tmp_path):
     assert completed.returncode == 0, completed.stderr
     metrics = json.loads(completed.stdout)
     assert 10 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
+
+
+def test_evaluate_prints_the_protocol_metrics_computed_by_hand(tmp_path):
+    reference = np.zeros((8, 8, 8), np.float32)
+    reference[4:] = 100.0  # percentiles 0.5 / 99.5 are 0 and 100: normalised, the two halves are 0 and 1
+    result = reference.copy()
+    result[4:] = 90.0  # an error of 0.1 on the bright half only
+    write_volume(Volume(reference, (1, 1, 1)), tmp_path / "reference.nrrd")
+    write_volume(Volume(result, (1, 1, 1)), tmp_path / "result.nrrd")
+    completed = medsr("evaluate", tmp_path / "result.nrrd", tmp_path / "reference.nrrd")
+    assert completed.returncode == 0, completed.stderr
+    metrics = json.loads(completed.stdout)
+    # MSE 0.01 over half the voxels = 0.005: 10·log10(1 / 0.005) = 23.01 dB; the foreground is the bright half, MSE
+    # 0.01: 20 dB; NRMSE √(0.005) / √(0.5) = 0.1.
+    assert metrics["psnr"] == pytest.approx(10 * np.log10(200), abs=1e-3)
+    assert metrics["psnr_foreground"] == pytest.approx(20, abs=1e-3)
+    assert metrics["nrmse"] == pytest.approx(0.1, abs=1e-5)
+    assert 0 < metrics["ssim"] < 1
 
 
 def test_methods_and_info(scan):

@@ -56,9 +56,18 @@ def test_parse_scale(text, expected):
     assert parse_scale(text) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("bad", ["1", "0.5", "1,1,1", "2,2", "nine", "9", "1,1,-3", "nan"])
-def test_parse_scale_refuses_bad_scales(bad):
-    with pytest.raises(InputError):
+@pytest.mark.parametrize("bad, message", [
+    ("1", r"Scale \(1.0, 1.0, 1.0\) must be at least 1 on every axis and above 1 on one"),
+    ("0.5", r"Scale \(0.5, 0.5, 0.5\) must be at least 1"),
+    ("1,1,1", r"Scale \(1.0, 1.0, 1.0\) must be at least 1"),
+    ("2,2", "must be one number or three"),
+    ("nine", "is not a number or a comma-separated triple"),
+    ("9", "Scale 9 is above 8"),
+    ("1,1,-3", r"Scale \(1.0, 1.0, -3.0\) must be at least 1"),
+    ("nan", r"Scale \(nan, nan, nan\) must be at least 1"),
+])
+def test_parse_scale_refuses_bad_scales(bad, message):
+    with pytest.raises(InputError, match=message):
         parse_scale(bad)
 
 

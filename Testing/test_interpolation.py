@@ -36,6 +36,18 @@ def test_non_integer_scale_gives_rounded_shape():
     assert result.shape == (22, 10, 16)   # round(9·2.5)=22, round(11·1.5)=16
 
 
+def test_linear_at_non_integer_scales_samples_a_ramp_at_the_corner_aligned_positions():
+    k, _, i = np.indices(IMAGE.shape, dtype=np.float32)
+    ramp = k + 100 * i
+    result = get_method("linear").run(ramp, (1.5, 1, 2.5), (1, 1, 1), RunSettings())
+    # Output voxel t of a factor-f axis sits at input index (t + ½)/f − ½; the mirror holds the edge value beyond the
+    # first and last voxel centres. Along k (f = 2.5): −0.3, 0.1, …, 8.1; along i (f = 1.5): −⅓, ⅓, …, 9⅔.
+    along_k = np.clip((np.arange(22) + 0.5) / 2.5 - 0.5, 0, 8)
+    along_i = np.clip((np.arange(16) + 0.5) / 1.5 - 0.5, 0, 10)
+    expected = along_k[:, None, None] + 100 * along_i[None, None, :] + np.zeros((1, 10, 1))
+    np.testing.assert_allclose(result, expected, atol=1e-3)
+
+
 def test_lanczos_preserves_constants_and_linear_ramps_inside():
     constant = np.full((6, 6, 6), 2.5, np.float32)
     np.testing.assert_allclose(get_method("lanczos").run(constant, (2, 2, 2), (1, 1, 1), RunSettings()), 2.5, atol=1e-5)

@@ -157,6 +157,10 @@ def test_background_super_resolve_runs_the_cli(tmp_path, monkeypatch):
     result = super_resolve_in_subprocess(volume, "linear", (1, 1, 3), progress=lambda done, total: progress.append(
         (done, total)))
     assert result.array.shape == (12, 5, 6)
+    # Linear ×3 along k of a ramp of 30 per slice: output slice t sits at input slice (t + ½)/3 − ½, held at the
+    # first and last slice beyond their centres.
+    positions = np.clip((np.arange(12) + 0.5) / 3 - 0.5, 0, 3)
+    np.testing.assert_allclose(result.array, 30 * positions[:, None, None] + ramp[0], atol=1e-3)
     assert result.spacing == pytest.approx((1.0, 1.0, 1.0))
     assert result.origin == pytest.approx((10.0, -20.0, 4.0))  # o + (s' − s)/2 along z
     assert result.metadata["method"] == "linear"

@@ -76,9 +76,24 @@ def test_corrupt_file(tmp_path):
 def test_truncated_file(tmp_path):
     write_volume(make_volume(), tmp_path / "v.nrrd")
     data = (tmp_path / "v.nrrd").read_bytes()
-    (tmp_path / "cut.nrrd").write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError):
+    (tmp_path / "cut.nrrd").write_bytes(data[: len(data) // 2])  # inside the header
+    with pytest.raises(InputError, match="Could not read"):
         read_volume(tmp_path / "cut.nrrd")
+
+
+TRUNCATED_NIFTI_IS_READ = pytest.mark.xfail(strict=True, reason=(
+    "SimpleITK's NIfTI reader fills voxel data missing at the end of the file with zeros and read_volume accepts the "
+    "result (here the last 5 of 336 voxels became 0); a half-size .nii is read as well"))
+
+
+@pytest.mark.parametrize("name", ["v.nrrd", "v.mha", pytest.param("v.nii", marks=TRUNCATED_NIFTI_IS_READ),
+                                  pytest.param("v.nii.gz", marks=TRUNCATED_NIFTI_IS_READ)])
+def test_a_file_cut_inside_its_voxel_data_is_refused(tmp_path, name):
+    write_volume(make_volume(), tmp_path / name)
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / f"cut-{name}").write_bytes(data[:-10])
+    with pytest.raises(InputError, match="Could not read"):
+        read_volume(tmp_path / f"cut-{name}")
 
 
 def test_empty_dicom_folder(tmp_path):
@@ -187,6 +202,11 @@ def test_siemens_mosaic_file_is_unpacked_into_a_volume():
     assert volume.array.shape == (81, 152, 150)
     np.testing.assert_allclose(volume.spacing, (1.5, 1.5, 1.5), atol=1e-6)
     validate_volume(volume)
+    # Tiles unpacked in order: neighbouring slices look alike (correlation 0.79 at least, 0.90 on average), unlike
+    # tiles taken column by column (down to 0.19), and no slice is an empty mosaic cell.
+    slices = volume.array.reshape(81, -1).astype(np.float64)
+    neighbours = [np.corrcoef(slices[k], slices[k + 1])[0, 1] for k in range(80)]
+    assert min(neighbours) > 0.7 and slices.mean(axis=1).min() > 0
 
 
 def test_folder_of_mosaic_volumes_is_refused():
