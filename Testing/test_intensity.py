@@ -79,10 +79,7 @@ def test_output_dtype_input_keeps_a_float_input_type_without_rounding():
     np.testing.assert_array_equal(result, values.astype(np.float64))
 
 
-@pytest.mark.xfail(strict=True, reason="cast_output only rounds and clamps integer types: a float16 input gets inf "
-                   "where the result exceeds ±65504 (a Lanczos ×2 of a 0/65000 float16 step had 640 inf voxels), "
-                   "though the policy says results are clamped to the input type's range")
-@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+@pytest.mark.filterwarnings("error:overflow encountered in cast")
 def test_output_dtype_input_clamps_to_the_float16_range():
     result = cast_output(np.array([70000.0, -1e6, 1.0], np.float32), "input", np.float16)
     assert result.dtype == np.float16

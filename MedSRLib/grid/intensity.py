@@ -68,4 +68,5 @@ def cast_output(array: np.ndarray, output_dtype, input_dtype) -> np.ndarray:
     if np.issubdtype(target, np.integer):
         info = np.iinfo(target)
         return np.clip(np.rint(array), info.min, info.max).astype(target)
-    return array.astype(target)
+    info = np.finfo(target)  # float16 overflows to inf beyond ±65504 otherwise
+    return np.clip(array, info.min, info.max).astype(target)

@@ -5,6 +5,7 @@ import tempfile
 import SimpleITK as sitk
 
 from MedSRLib.errors import InputError
+from .nifti import check_nifti_complete
 from .siemens_mosaic import is_siemens_mosaic, read_siemens_mosaic
 from .volume import Volume
 
@@ -18,6 +19,7 @@ def read_volume(path) -> Volume:
         raise InputError(f"Input '{path}' does not exist.")
     if os.path.isfile(path) and is_siemens_mosaic(path):
         return read_siemens_mosaic(path)
+    check_nifti_complete(path)
     try:
         image = _read_dicom_series(path) if os.path.isdir(path) else sitk.ReadImage(path)
     except RuntimeError as error:
