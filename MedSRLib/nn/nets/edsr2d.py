@@ -9,20 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from MedSRLib.nn.blocks.residual2d import ResidualBlock2d
 from MedSRLib.nn.registry import register_architecture
-
-
-class ResidualBlock2d(nn.Module):
-    """conv → ReLU → conv, added back scaled by ``residual_scale`` (EDSR, no batch norm)."""
-
-    def __init__(self, features: int, residual_scale: float):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(features, features, 3, padding=1))
-        self.residual_scale = residual_scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.residual_scale * self.body(x)
 
 
 def fold_rows(x: torch.Tensor, fold: int) -> torch.Tensor:
