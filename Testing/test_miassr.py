@@ -35,6 +35,32 @@ def test_pos2weight_and_network_shapes():
     assert output.shape == (3, 1, 25, 18)
 
 
+def test_pos2weight_runs_once_per_distinct_position_with_the_same_result_as_per_pixel():
+    torch.manual_seed(1)
+    network = MIASSR(features=4, blocks=1, hidden=8)
+    x = torch.rand(2, 1, 6, 7)
+    scale = torch.tensor([[2.5, 2.0]] * 2)
+    coordinates = coordinates_for(2, (15, 14), (2.5, 2.0))
+    calls = []
+    network.pos2weight.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        output = network(x, coordinates, scale)
+    assert calls == [5 * 2]  # 5 row offsets at ×2.5, 2 column offsets at ×2
+    # The same output computed pixel by pixel, Pos2Weight applied to every output pixel's position.
+    features = network.head(x) + network.body(network.head(x))
+    neighbourhoods = torch.nn.functional.unfold(features, 3, padding=1).view(2, 4 * 9, 6, 7)
+    by_pixel = torch.zeros(2, 15, 14)
+    with torch.no_grad():
+        for i in range(15):
+            for j in range(14):
+                row, row_offset = meta_positions(coordinates[0, 0, i, j], 6)
+                column, column_offset = meta_positions(coordinates[0, 1, i, j], 7)
+                position = torch.stack([1 / scale[0, 0], 1 / scale[0, 1], row_offset, column_offset])
+                weights = network.pos2weight(torch.round(position * 2 ** 16)[None] / 2 ** 16)[0]
+                by_pixel[:, i, j] = (neighbourhoods[:, :, row, column] * weights).sum(dim=1)
+    np.testing.assert_allclose(output[:, 0].numpy(), by_pixel.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_the_untrained_bicubic_skip_network_is_bicubic_interpolation():
     network = MIASSR(features=8, blocks=2, hidden=16, skip="bicubic")
     x = torch.rand(2, 1, 9, 11)
