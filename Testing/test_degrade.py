@@ -50,13 +50,22 @@ def test_area_average_at_2_5_weighs_partly_covered_voxels():
                                rtol=1e-6)
 
 
-def test_area_average_equals_the_box_slice_profile():
-    # thicken_slices with a box profile and no gap weighs each voxel by its overlap too (an independent computation).
+def overlap_weighted_means(values: np.ndarray, factor: float) -> np.ndarray:
+    """Area averaging along the first axis the slow, obvious way: each voxel [j, j+1) weighted by its overlap with
+    [m·f, (m+1)·f)."""
+    means = []
+    for m in range(int(np.floor(len(values) / factor + 1e-9))):
+        low, high = m * factor, (m + 1) * factor
+        weights = [max(0.0, min(j + 1, high) - max(j, low)) for j in range(len(values))]
+        means.append(np.tensordot(weights, values, axes=1) / factor)
+    return np.array(means)
+
+
+@pytest.mark.parametrize("factor", [2.5, 4 / 3, 2.37, 1.1])
+def test_area_average_equals_the_overlap_weighted_mean_for_any_real_factor(factor):
     array = np.random.default_rng(2).random((4, 13, 3))
-    np.testing.assert_allclose(degrade.area_average(array, (1, 2.5, 1)), degrade.thicken_slices(array, 1, 2.5),
-                               rtol=1e-12)
-    np.testing.assert_allclose(degrade.area_average(array, (1, 4 / 3, 1)), degrade.thicken_slices(array, 1, 4 / 3),
-                               rtol=1e-12)
+    expected = np.moveaxis(overlap_weighted_means(np.moveaxis(array, 1, 0), factor), 0, 1)
+    np.testing.assert_allclose(degrade.area_average(array, (1, factor, 1)), expected, rtol=1e-10)
 
 
 def test_area_average_with_whole_factors_is_block_mean():
@@ -65,9 +74,9 @@ def test_area_average_with_whole_factors_is_block_mean():
     assert degrade.area_average(np.zeros((2, 2, 4), np.uint8), (2, 2, 2)).dtype == np.float32
 
 
-def test_area_average_refuses_factors_that_are_not_simple_fractions():
+def test_area_average_refuses_bad_factors_and_the_protocol_refuses_factors_that_are_not_simple_fractions():
     with pytest.raises(InputError, match="fraction"):
-        degrade.area_average(np.zeros((10, 4, 4)), (2.37, 1, 1))
+        degrade.factor_fraction(2.37)
     with pytest.raises(InputError, match="at least 1"):
         degrade.area_average(np.zeros((10, 4, 4)), (0.5, 1, 1))
     with pytest.raises(InputError, match="one factor per array axis"):

@@ -9,10 +9,11 @@ import torch
 from MedSRLib.engine.tiling import TilingOptions, run_tiled
 from MedSRLib.errors import InputError
 from MedSRLib.grid import degradation as library
+from MedSRLib.grid.geometry import output_coordinates
 from Training.config import load_config
 from Training.registry import Registry
-from Training.samplers.arbitrary_scale import ArbitraryScaleSampler, output_coordinates
-from Training.samplers.degradation import area_average, check_degradation, degrade
+from Training.samplers.arbitrary_scale import ArbitraryScaleSampler
+from Training.samplers.degradation import check_degradation, degrade
 from Training.samplers.unpaired import UnpairedThickSliceSampler, simulate_thick_slices
 from Training.samplers.windows import WindowSampler
 from Training.scaling import ScaleRange, window_factors
@@ -85,19 +86,13 @@ def test_the_engine_calls_a_coordinate_network_as_training_does(mode, factors):
     engine = run_tiled(network, image, factors, options)
     window_factors = factors if mode == "3d" else factors[1:]
     lengths = [int(round(n * f)) for n, f in zip(window, window_factors)]
-    coordinates = torch.from_numpy(output_coordinates(lengths, window_factors))[None]
+    coordinates = torch.from_numpy(output_coordinates(lengths, window_factors)).float()[None]
     scale = torch.tensor([window_factors], dtype=torch.float32)
     inputs = image[None, None] if mode == "3d" else image[:, None]
     with torch.no_grad():
         direct = network(torch.from_numpy(inputs), coordinates.expand(len(inputs), *coordinates.shape[1:]),
                          scale.expand(len(inputs), -1))[:, 0].numpy()
     np.testing.assert_allclose(engine, direct[0] if mode == "3d" else direct, atol=1e-5)
-
-
-@pytest.mark.parametrize("factors", [(2, 2, 2), (2.5, 1, 4 / 3), (1, 8 / 3, 1.5)])
-def test_area_average_is_the_library_s_for_simple_fractions(factors):
-    array = np.random.default_rng(0).random((20, 17, 16)).astype(np.float32)
-    np.testing.assert_allclose(area_average(array, factors), library.area_average(array, factors), atol=1e-6)
 
 
 def test_whole_factor_pairs_keep_the_window_and_float_factors_crop_the_target():

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from MedSRLib.errors import CheckpointError, InputError, MemoryBudgetError
-from MedSRLib.grid.geometry import output_positions
+from MedSRLib.grid.geometry import output_coordinates
 from MedSRLib.progress import CancelCheck, ProgressCallback, report
 from .devices import resolve_device
 
@@ -110,11 +110,11 @@ class _Grid:
 
     def coordinates(self, window: Tuple[int, int, int]) -> torch.Tensor:
         """(ndim, *output window): each output voxel centre's position in the input window's voxel indices."""
-        positions = [torch.from_numpy(output_positions(self.out_patch[axis], self.factors[axis],
-                                                       self.out_starts[axis][window[axis]])
-                                      - self.starts[axis][window[axis]]).float()
-                     for axis in self.window_axes]
-        return torch.stack(torch.meshgrid(*positions, indexing="ij"))
+        axes = self.window_axes
+        positions = output_coordinates([self.out_patch[a] for a in axes], [self.factors[a] for a in axes],
+                                       [self.out_starts[a][window[a]] for a in axes])
+        window_starts = np.array([self.starts[a][window[a]] for a in axes], dtype=np.float64)
+        return torch.from_numpy(positions - window_starts.reshape(-1, *([1] * len(axes)))).float()
 
 
 def _per_axis(value: IntOrTriple, count: int, what: str) -> Tuple[int, ...]:

@@ -16,7 +16,7 @@ from MedSRLib.errors import InputError
 
 PROFILES = ("box", "gaussian")
 FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
-# area_average splits each voxel into as many parts as its factor's denominator: keep that number small.
+# The evaluation protocol crops to a multiple of each factor's numerator: its factors are simple fractions.
 MAX_FACTOR_DENOMINATOR = 8
 
 
@@ -74,25 +74,27 @@ def factor_fraction(factor: float) -> Fraction:
 
 
 def area_average(array: np.ndarray, factors: Sequence[float]) -> np.ndarray:
-    """Exact area downsampling by factors that may be fractions (2.5): along an axis of n voxels with factor s, output
-    voxel m is the mean of the interval [m·s, (m+1)·s), each input voxel [j, j+1) weighted by its overlap with it.
+    """Exact area downsampling by any real factors ≥ 1 (2.5, 4/3, 2.37): along an axis of n voxels with factor s,
+    output voxel m is the mean of the interval [m·s, (m+1)·s), each input voxel [j, j+1) weighted by its overlap with
+    it — the box slice profile of width s of :func:`thicken_slices`, applied axis by axis.
 
-    The output has floor(n / s) voxels per axis; input voxels beyond the last whole interval are dropped. For whole
-    factors this is :func:`block_mean` (bit for bit). Memory: the input times the product of the denominators.
+    The output has floor(n / s) voxels per axis; input voxels beyond the last whole interval are dropped. With whole
+    factors only this is :func:`block_mean` of the cropped array (bit for bit).
     """
     if array.ndim != len(factors):
         raise InputError(f"Got {len(factors)} factors for a {array.ndim}D array; give one factor per array axis.")
-    fractions = [factor_fraction(f) for f in factors]
-    if any(n < f for n, f in zip(array.shape, fractions)):
+    if not all(np.isfinite(f) and f >= 1 for f in factors):
+        raise InputError(f"Factors {tuple(factors)} must be at least 1.")
+    if any(n < f for n, f in zip(array.shape, factors)):
         raise InputError(f"Shape {array.shape} is smaller than the factors {tuple(factors)}.")
-    # Splitting every voxel into q equal parts makes an interval of length p/q exactly p parts, each weighing the same:
-    # the overlap-weighted mean becomes the plain mean of p × … × p blocks of parts.
-    parts = _float(array)
-    for axis, fraction in enumerate(fractions):
-        if fraction.denominator > 1:
-            parts = np.repeat(parts, fraction.denominator, axis=axis)
-    numerators = [f.numerator for f in fractions]
-    return block_mean(crop_to_multiple(parts, numerators), numerators)
+    if all(float(f).is_integer() for f in factors):
+        whole = tuple(int(f) for f in factors)
+        return block_mean(crop_to_multiple(array, whole), whole)
+    result = _float(array)
+    for axis, factor in enumerate(factors):
+        if factor != 1:
+            result = thicken_slices(result, axis, float(factor), profile="box")
+    return result
 
 
 def downsample_nearest(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:

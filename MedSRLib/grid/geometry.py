@@ -91,6 +91,16 @@ def output_positions(length_out: int, factor: float, first: int = 0) -> np.ndarr
     return (np.arange(first, first + length_out, dtype=np.float64) + 0.5) / float(factor) - 0.5
 
 
+def output_coordinates(lengths: Sequence[int], factors: Sequence[float],
+                       firsts: Optional[Sequence[int]] = None) -> np.ndarray:
+    """(ndim, *lengths): for every voxel of an output block (starting at output voxels ``firsts``, default 0) its
+    position along each axis in input voxel indices (:func:`output_positions` per axis, on a grid). What a
+    coordinate-conditioned network receives, in training and in the tiling engine."""
+    firsts = firsts if firsts is not None else [0] * len(lengths)
+    positions = [output_positions(n, f, first) for n, f, first in zip(lengths, factors, firsts)]
+    return np.stack(np.meshgrid(*positions, indexing="ij"))
+
+
 @dataclass(frozen=True)
 class ThickAxis:
     axis: int        # physical axis: 0 = x (i), 1 = y (j), 2 = z (k)

@@ -3,7 +3,7 @@
 The input is the exact area average of an HR window of ``data.hr_patch`` voxels (n = floor(hr_patch / f) voxels per
 axis), the target its first round(n·f) HR voxels, and the network also receives where every target voxel lies:
 ``coordinates`` (B, ndim, *target) in the input's voxel indices (input voxel centres at the integers;
-``MedSRLib.grid.geometry.output_positions``) and ``scale`` (B, ndim), the factors of the window axes — what
+``MedSRLib.grid.geometry.output_coordinates``) and ``scale`` (B, ndim), the factors of the window axes — what
 ``MedSRLib.engine.tiling`` hands a coordinate-conditioned network at inference.
 """
 from typing import Dict, Sequence, Tuple
@@ -11,18 +11,12 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 import torch
 
-from MedSRLib.grid.geometry import output_positions
+from MedSRLib.grid.geometry import output_coordinates
 
 from ..registry import SAMPLERS
 from ..scaling import ScaleRange, window_axes, window_factors
 from .degradation import AREA, add_input_noise, check_degradation, degrade, lr_length
 from .windows import WindowSampler, batch_rng, item_rng
-
-
-def output_coordinates(lengths: Sequence[int], factors: Sequence[float]) -> np.ndarray:
-    """(ndim, *lengths) float32: the position of every output voxel centre in input voxel indices."""
-    positions = [output_positions(length, factor) for length, factor in zip(lengths, factors)]
-    return np.stack(np.meshgrid(*positions, indexing="ij")).astype(np.float32)
 
 
 @SAMPLERS.register("arbitrary-scale")
@@ -63,7 +57,7 @@ class ArbitraryScaleSampler:
             degraded, target = degrade(self.windows.draw(rng), factors, AREA)
             inputs.append(add_input_noise(degraded, self.noise, rng))
             targets.append(target)
-        coordinates = output_coordinates(targets[0].shape, factors)
+        coordinates = output_coordinates(targets[0].shape, factors).astype(np.float32)
         count = self.batch_size
         return {"input": torch.from_numpy(np.stack(inputs)[:, None]),
                 "target": torch.from_numpy(np.stack(targets)[:, None]),

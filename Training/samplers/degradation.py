@@ -10,7 +10,8 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from MedSRLib.errors import InputError
-from MedSRLib.grid.degradation import block_mean, downsample_linear, downsample_nearest, kspace_truncate, thicken_slices
+from MedSRLib.grid.degradation import (area_average, block_mean, downsample_linear, downsample_nearest,
+                                      kspace_truncate)
 from MedSRLib.grid.spline import corner_aligned_resample
 
 LR_GRID_DEGRADATIONS = {"block-mean": block_mean, "linear": downsample_linear, "nearest": downsample_nearest}
@@ -19,22 +20,6 @@ AREA = "area"
 # The input stays on the HR grid (DCSRN): the central part of k-space.
 HR_GRID_DEGRADATIONS = ("kspace",)
 DEGRADATION_NAMES = (*LR_GRID_DEGRADATIONS, AREA, *HR_GRID_DEGRADATIONS)
-
-
-def area_average(array: np.ndarray, factors: Sequence[float]) -> np.ndarray:
-    """Exact area downsampling by any real factors ≥ 1: output voxel m of an axis is the mean of the HR interval
-    [m·f, (m+1)·f), each HR voxel weighted by its overlap; floor(n / f) voxels per axis.
-
-    ``MedSRLib.grid.degradation.area_average`` computes the same for simple fractions (denominator ≤ 8) by repeating
-    every voxel by the denominators, which a 3D window at a factor like 17/8 makes 512 times larger; arbitrary-scale
-    training draws any real factor, so this applies the box slice profile of ``thicken_slices`` (the same overlap
-    weights) axis by axis instead.
-    """
-    result = np.asarray(array, dtype=np.float32)
-    for axis, factor in enumerate(factors):
-        if factor != 1:
-            result = thicken_slices(result, axis, float(factor), profile="box")
-    return result
 
 
 def bspline_upsample(array: np.ndarray, factors: Sequence[float]) -> np.ndarray:

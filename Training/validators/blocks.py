@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from MedSRLib.errors import InputError
+from MedSRLib.grid.degradation import area_average
+from MedSRLib.grid.geometry import output_coordinates
 
-from ..samplers.arbitrary_scale import output_coordinates
-from ..samplers.degradation import area_average, bspline_upsample, sr_length
+from ..samplers.degradation import bspline_upsample, sr_length
 from ..samplers.windows import load_normalised
 from ..scaling import window_axes
 from .base import Images, Scores, evaluating, image_scores
@@ -57,7 +58,8 @@ class DegradedBlocks:
                 device: torch.device) -> np.ndarray:
         inputs = [torch.from_numpy(lr[:, None]).to(device)]
         if self.conditioned:
-            coordinates = output_coordinates([sr_length(n, f) for n, f in zip(lr.shape[1:], factors)], factors)
+            coordinates = output_coordinates([sr_length(n, f) for n, f in zip(lr.shape[1:], factors)],
+                                             factors).astype(np.float32)
             inputs.append(torch.from_numpy(coordinates[None]).expand(len(lr), *coordinates.shape).to(device))
             inputs.append(torch.tensor([list(factors)] * len(lr), dtype=torch.float32, device=device))
         with evaluating(network):

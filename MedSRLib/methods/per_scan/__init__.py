@@ -53,12 +53,15 @@ class PerScanMethod(Method):
         settings.require_memory(3 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))), f"Method '{self.name}'")
         device = resolve_device(settings.device)
         interpolated = corner_aligned_resample(image, scale_xyz, order=3)
+        # Orientations averaged: the option, else what a reused model was saved with, else the method's default.
         both = options.get("both_orientations")
-
         if settings.checkpoint is not None:
             network, saved = load_per_scan_model(settings.checkpoint, self.name, scale_xyz)
             if both is None and saved.orientations is not None:
                 both = saved.orientations == 2
+        orientations = 2 if bool(self.default_both_orientations if both is None else both) else 1
+
+        if settings.checkpoint is not None:
             settings.provenance.update(checkpoint=str(settings.checkpoint),
                                        checkpoint_sha256=file_sha256(settings.checkpoint))
             inference_start = 0
@@ -74,7 +77,6 @@ class PerScanMethod(Method):
                 "iterations": record.iterations, "seconds": round(record.seconds, 1), "final_loss": record.final_loss,
                 "device": device.type})
             if options.get("save_model"):
-                orientations = 2 if bool(self.default_both_orientations if both is None else both) else 1
                 stored = save_per_scan_model(str(options["save_model"]), self.name, trained, plan, scale_xyz, budget,
                                              device, orientations)
                 settings.provenance.update(saved_model=str(options["save_model"]),
@@ -84,7 +86,6 @@ class PerScanMethod(Method):
                                stride=settings.stride or self.default_stride, blend=settings.blend,
                                batch_size=settings.batch_size, device=device.type,
                                memory_budget_gb=settings.memory_budget_gb, activation_factor=self.activation_factor)
-        orientations = 2 if bool(self.default_both_orientations if both is None else both) else 1
         return refine_through_plane(network, interpolated, plan.axis, tiling, orientations,
                                     _rescaled(settings.progress, inference_start, PROGRESS_TOTAL), settings.cancel)
 
