@@ -217,3 +217,23 @@ def test_progress_and_cancel_at_a_float_scale(image):
     with pytest.raises(Cancelled):
         run_tiled(LinearAtCoordinates(), image, (1.5, 2.5, 1.2), options, cancel=lambda: calls.append(1) or
                   len(calls) > 2)
+
+
+def test_out_of_memory_fallback_at_a_float_scale_gives_the_same_result(image):
+    class OutOfMemoryAboveOneWindow(LinearAtCoordinates):
+        def __init__(self):
+            super().__init__()
+            self.batch_sizes = []
+
+        def forward(self, x, coordinates, scale):
+            self.batch_sizes.append(x.shape[0])
+            if x.shape[0] > 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().forward(x, coordinates, scale)
+
+    options = TilingOptions(patch=10, stride=6, blend="crop-margin", batch_size=4, device="cpu",
+                            conditioning="coordinates")
+    model = OutOfMemoryAboveOneWindow()
+    result = run_tiled(model, image, (2.5, 1.5, 3.2), options)
+    assert model.batch_sizes[:3] == [4, 2, 1] and set(model.batch_sizes[3:]) == {1}
+    np.testing.assert_allclose(result, linear_at_output_positions(image, (2.5, 1.5, 3.2)), atol=2e-6)
