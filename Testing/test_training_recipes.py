@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from MedSRLib.errors import InputError
 from MedSRLib.io.volume import Volume
 from MedSRLib.io.volume_files import write_volume
 from MedSRLib.models.checkpoints import load_model
@@ -173,3 +174,23 @@ def test_recipe_trains_resumes_exactly_and_exports_a_loadable_checkpoint(case, s
     InferenceSettings.from_metadata(metadata)  # the lead's schema accepts every field written
     exported, _ = straight.recipe.exported
     assert all(torch.equal(value, exported.state_dict()[key]) for key, value in model.state_dict().items())
+
+
+def test_a_gan_stage_starts_from_the_pre_training_stages_model_and_refuses_another_architecture(synthetic_data,
+                                                                                                  tmp_path):
+    # ESRGAN / mDCSRN: an L1 stage, then the GAN stage initialised from its exported generator.
+    pretraining = train(case_config("paired-3d", synthetic_data, tmp_path / "l1", 2, **{
+        "losses.preset": None, "losses.perceptual": 0.0, "losses.adversarial": 0.0, "losses.feature_extractor": "none",
+        "losses.instance_noise.start": 0.0}))
+    assert set(pretraining.recipe.networks) == {"generator"}
+    checkpoint = str(tmp_path / "l1" / "model.safetensors")
+    gan = Trainer(case_config("paired-3d", synthetic_data, tmp_path / "gan", 2,
+                              **{"networks.generator.checkpoint": checkpoint}))
+    trained = pretraining.recipe.networks["generator"].state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in gan.recipe.networks["generator"].state_dict().items())
+    assert {"critic", "feature_extractor"} <= set(gan.recipe.networks)
+
+    other = {"features": 4, "growth": 4, "blocks": 2, "scale": 2}
+    with pytest.raises(InputError, match="holds a 'rrdb3d' with .* not the configured 'rrdb3d'"):
+        Trainer(case_config("paired-3d", synthetic_data, tmp_path / "bad", 2,
+                            **{"networks.generator.checkpoint": checkpoint, "networks.generator.params": other}))

@@ -119,6 +119,20 @@ def test_scale_range_moves_all_axes_together_unless_independent():
         ScaleRange.from_config({"min": 3, "max": 2})
 
 
+def test_a_mixed_scale_range_draws_about_that_fraction_of_batches_axis_by_axis():
+    mixed = ScaleRange.from_config({"min": [1, 1, 1], "max": [4, 4, 4], "independent": 0.5})
+    rng = np.random.default_rng(0)
+    draws = [mixed.draw(rng) for _ in range(400)]
+    isotropic = sum(k == j == i for k, j, i in draws)
+    assert 160 < isotropic < 240 and all(1 <= f <= 4 for draw in draws for f in draw)
+    # A pure range spends no random number on the choice: it draws as before the option existed.
+    tied = ScaleRange((1.0, 1.5, 1.5), (1.0, 4.0, 4.0))
+    assert tied.draw(np.random.default_rng(7)) == (1.0, 1.5 + 2.5 * np.random.default_rng(7).random(),
+                                                   1.5 + 2.5 * np.random.default_rng(7).random())
+    with pytest.raises(InputError, match="a fraction of the batches in"):
+        ScaleRange.from_config({"min": 1, "max": 4, "independent": 1.5})
+
+
 def test_2d_windows_come_from_every_configured_plane():
     """Every voxel of this volume holds its own (k, j, i), so a slice tells which axis it was taken along."""
     k, j, i = np.meshgrid(*(np.arange(12),) * 3, indexing="ij")

@@ -21,14 +21,17 @@ DEFAULTS = {
     "exporter": None,
     "method": "threeplayer",          # the MedSRLib method the exported checkpoint serves
     "scale": 2,                       # one factor or (x, y, z) factors, whole or float
-    "scale_range": None,              # arbitrary-scale: {min: [x, y, z], max: [x, y, z], independent: false}
+    "scale_range": None,              # arbitrary-scale: {min: [x, y, z], max: [x, y, z], independent: false or a fraction}
     "axes": None,                     # 3d | 2d-in-plane | 2d-through-plane; null: the recipe's
     "slice_axis": 0,                  # 2d-in-plane: the array axis (k, j, i = 0, 1, 2) slices are taken along
     "seed": 0,
     "output": "runs/threeplayer-x2",
     "networks": {
-        "generator": {"name": "rrdb3d", "params": {"features": 64, "growth": 32, "blocks": 3, "scale": 2}},
-        "critic": {"name": "patch_critic3d", "params": {}},
+        # checkpoint: a MedSR checkpoint of the same architecture and params to start from (a pre-training stage's
+        # model; for a frozen feature extractor, its weights).
+        "generator": {"name": "rrdb3d", "params": {"features": 64, "growth": 32, "blocks": 3, "scale": 2},
+                      "checkpoint": None},
+        "critic": {"name": "patch_critic3d", "params": {}, "checkpoint": None},
         "feature_extractor": {"name": "resnet10_3d", "params": {}, "checkpoint": None},
         "reverse_generator": None,    # unpaired-cycle: the Y → X generator ({name, params}); null: like the generator
     },

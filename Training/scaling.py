@@ -60,10 +60,10 @@ def thick_axis(factors: Factors) -> Tuple[int, float]:
 class ScaleRange:
     """Scales an arbitrary-scale model trains on. Per batch one scale is drawn: by default one uniform t in [0, 1]
     moves every axis from its minimum to its maximum together (isotropic, in-plane-only or through-plane-only ranges
-    stay so); ``independent`` draws each axis on its own."""
+    stay so); ``independent`` (true, or the fraction of batches, e.g. 0.5) draws each axis on its own."""
     low: Factors          # (k, j, i)
     high: Factors
-    independent: bool = False
+    independent: float = 0.0
 
     @classmethod
     def from_config(cls, document) -> "ScaleRange":
@@ -74,10 +74,18 @@ class ScaleRange:
         low, high = (array_factors(document[key]) for key in ("min", "max"))
         if any(a > b for a, b in zip(low, high)):
             raise InputError(f"scale_range min {document['min']} is above its max {document['max']} on some axis.")
-        return cls(low, high, bool(document.get("independent", False)))
+        independent = document.get("independent", False)
+        if not isinstance(independent, (bool, int, float)) or not 0 <= independent <= 1:
+            raise InputError(f"scale_range independent must be true, false or a fraction of the batches in [0, 1], "
+                             f"not {independent!r}.")
+        return cls(low, high, float(independent))
+
+    def _draws_axes_independently(self, rng: np.random.Generator) -> bool:
+        # Only a mixed range spends a random number on the choice, so pure ranges draw as they always did.
+        return self.independent == 1 or (0 < self.independent < 1 and rng.random() < self.independent)
 
     def draw(self, rng: np.random.Generator) -> Factors:
-        fractions = rng.random(3) if self.independent else np.full(3, rng.random())
+        fractions = rng.random(3) if self._draws_axes_independently(rng) else np.full(3, rng.random())
         return tuple(float(a + t * (b - a)) for a, b, t in zip(self.low, self.high, fractions))
 
     def spread(self, count: int) -> Sequence[Factors]:

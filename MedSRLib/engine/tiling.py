@@ -185,6 +185,11 @@ def _make_grid(shape: Sequence[int], factors: FactorsLike, options: TilingOption
         patch = patch[:slice_axis] + (1,) + patch[slice_axis:]
         stride = stride[:slice_axis] + (1,) + stride[slice_axis:]
     shape = tuple(int(s) for s in shape)
+    if conditioned:
+        # A coordinate-conditioned network takes windows of any size: a volume smaller than the patch is one
+        # window of its own size, not an edge-padded one whose padding would shift what the voxels near that edge see.
+        patch = tuple(min(p, s) for p, s in zip(patch, shape))
+        stride = tuple(min(t, p) for t, p in zip(stride, patch))
     starts = tuple(_window_starts(s, p, t) for s, p, t in zip(shape, patch, stride))
     layouts = [_output_layout(s, p, f, axis_starts, conditioned)
                for s, p, f, axis_starts in zip(shape, patch, factors, starts)]

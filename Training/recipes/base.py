@@ -12,6 +12,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from MedSRLib.errors import InputError
+from MedSRLib.models.checkpoints import load_model
 from MedSRLib.nn.registry import build_network
 
 from ..distributed import Distributed
@@ -22,6 +24,17 @@ def set_trainable(network: Optional[torch.nn.Module], trainable: bool) -> None:
     if network is not None:
         for parameter in network.parameters():
             parameter.requires_grad_(trainable)
+
+
+def start_from_checkpoint(network: torch.nn.Module, spec: dict) -> None:
+    """Load the weights of the MedSR checkpoint ``spec["checkpoint"]`` into ``network``, refusing one made for another
+    architecture or other hyper-parameters (strict loading would catch most, not a changed skip or scale)."""
+    trained, metadata = load_model(spec["checkpoint"])
+    architecture = metadata["architecture"]
+    if architecture["name"] != spec["name"] or architecture["params"] != spec["params"]:
+        raise InputError(f"Checkpoint '{spec['checkpoint']}' holds a '{architecture['name']}' with "
+                         f"{architecture['params']}, not the configured '{spec['name']}' with {spec['params']}.")
+    network.load_state_dict(trained.state_dict())
 
 
 class Recipe:
@@ -39,8 +52,12 @@ class Recipe:
         self.use_amp = bool(config["training"]["amp"]) and dist.device.type == "cuda"
 
     def build(self, spec: dict) -> torch.nn.Module:
-        """A registered architecture from a config's {name, params}, on the training device."""
-        return build_network(spec["name"], spec["params"]).to(self.dist.device)
+        """A registered architecture from a config's {name, params}, on the training device, starting from the
+        weights of ``spec["checkpoint"]`` when the config names one (a pre-training stage's model)."""
+        network = build_network(spec["name"], spec["params"])
+        if spec.get("checkpoint"):
+            start_from_checkpoint(network, spec)
+        return network.to(self.dist.device)
 
     def adam(self, *networks: torch.nn.Module) -> torch.optim.Adam:
         settings = self.config["optimiser"]

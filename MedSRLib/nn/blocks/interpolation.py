@@ -54,3 +54,33 @@ class LanczosUpsample3d(torch.nn.Module):
             dim = 2 + axis
             x = self._upsample_last_axis(x.transpose(dim, -1), getattr(self, f"kernels{axis}")).transpose(dim, -1)
         return x.contiguous()
+
+
+def _mirror_index_tensor(index: torch.Tensor, length: int) -> torch.Tensor:
+    """``mirror_index`` on a tensor, so the sampling below stays on the network's device."""
+    period = 2 * length
+    index = torch.remainder(index, period)
+    return torch.where(index >= length, period - 1 - index, index)
+
+
+def lanczos_matrix(positions: torch.Tensor, length: int, lobes: int = LOBES) -> torch.Tensor:
+    """(B, n) fractional input positions along one axis of ``length`` voxels → (B, n, length) Lanczos-3 weights: the
+    same taps, normalisation and mirrored edges as :func:`MedSRLib.grid.lanczos.lanczos_taps`."""
+    taps = torch.floor(positions)[..., None] - lobes + 1 + torch.arange(2 * lobes, device=positions.device)
+    distance = positions[..., None] - taps
+    kernel = torch.sinc(distance) * torch.sinc(distance / lobes)
+    kernel = kernel / kernel.sum(dim=-1, keepdim=True)
+    weights = torch.zeros(*positions.shape, length, dtype=positions.dtype, device=positions.device)
+    return weights.scatter_add_(-1, _mirror_index_tensor(taps.long(), length), kernel)
+
+
+def lanczos_sample3d(x: torch.Tensor, coordinates: torch.Tensor, lobes: int = LOBES) -> torch.Tensor:
+    """``x`` (B, C, D, H, W) at ``coordinates`` (B, 3, d, h, w), input voxel indices on a grid (each axis's
+    coordinate depends on that axis's output index only, as ``geometry.output_coordinates`` makes them) → (B, C, d, h, w)
+    by separable Lanczos-3 interpolation: any float factor per axis, equal to the ``lanczos`` method at its positions."""
+    along = [coordinates[:, 0, :, 0, 0], coordinates[:, 1, 0, :, 0], coordinates[:, 2, 0, 0, :]]
+    matrices = [lanczos_matrix(positions.to(x.dtype), x.shape[2 + axis], lobes) for axis, positions in
+                enumerate(along)]
+    x = torch.einsum("bkd,bcdhw->bckhw", matrices[0], x)
+    x = torch.einsum("bkh,bcdhw->bcdkw", matrices[1], x)
+    return torch.einsum("bkw,bcdhw->bcdhk", matrices[2], x)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from MedSRLib.nn.blocks.residual2d import ResidualBlock2d
+from MedSRLib.nn.blocks.residual import ResidualBlock
 from MedSRLib.nn.registry import register_architecture
 
 
@@ -33,7 +33,7 @@ class EDSR2d(nn.Module):
         super().__init__()
         self.fold = fold
         self.head = nn.Conv2d(fold, features, 3, padding=1)
-        self.body = nn.Sequential(*(ResidualBlock2d(features, residual_scale) for _ in range(blocks)),
+        self.body = nn.Sequential(*(ResidualBlock(features, residual_scale) for _ in range(blocks)),
                                   nn.Conv2d(features, features, 3, padding=1))
         self.tail = nn.Conv2d(features, fold, 3, padding=1)
         nn.init.zeros_(self.tail.weight)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from MedSRLib.nn.blocks.residual2d import ResidualBlock2d
+from MedSRLib.nn.blocks.residual import ResidualBlock
 from MedSRLib.nn.registry import register_architecture
 
 NEGATIVE_SLOPE = 0.2
@@ -66,7 +66,7 @@ class MIASSR(nn.Module):
             raise ValueError(f"skip must be one of {', '.join(SKIPS)}, not {skip!r}")
         self.skip = skip
         self.head = nn.Conv2d(1, features, 3, padding=1)
-        self.body = nn.Sequential(*(ResidualBlock2d(features, residual_scale, NEGATIVE_SLOPE) for _ in range(blocks)),
+        self.body = nn.Sequential(*(ResidualBlock(features, residual_scale, NEGATIVE_SLOPE) for _ in range(blocks)),
                                   nn.Conv2d(features, features, 3, padding=1))
         self.pos2weight = Pos2Weight(features, hidden)
         for module in self.modules():
