@@ -5,7 +5,8 @@ import numpy as np
 
 from ._version import __version__
 from .errors import InputError
-from MedSRLib.grid.geometry import ScaleLike, detect_thick_axis, format_scale, output_grid, parse_scale
+from MedSRLib.grid.geometry import (ScaleLike, detect_thick_axis, format_scale, output_grid, parse_scale,
+                                    target_spacing_scale)
 from MedSRLib.grid.intensity import Normaliser, cast_output
 from .methods import RunSettings, get_method
 from MedSRLib.methods.base import DEFAULT_MEMORY_BUDGET_GB
@@ -13,7 +14,8 @@ from .progress import CancelCheck, ProgressCallback
 from MedSRLib.io.volume import Volume, validate_volume
 
 
-def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2, *,
+def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[ScaleLike] = None, *,
+                  target_spacing: Optional[float] = None,
                   patch: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
                   blend: str = "gaussian", batch_size: int = 4, device: str = "auto",
                   checkpoint: Optional[str] = None, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
@@ -23,7 +25,8 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
                   **method_options) -> Volume:
     """Super-resolve ``volume`` by ``scale`` (one number, or one per (x, y, z) axis) with a registered method.
 
-    ``scale="auto"`` makes an anisotropic volume isotropic: the thick axis and its factor come from the spacing.
+    ``scale`` defaults to 2; ``scale="auto"`` makes an anisotropic volume isotropic: the thick axis and its factor come
+    from the spacing. ``target_spacing`` (mm), instead of a scale, brings every axis coarser than it to that spacing.
     ``normalisation`` / ``percentiles`` / ``window`` default to the model's (from its checkpoint; percentile 0.5–99.5
     for methods without one).
     Returns a new Volume on the corner-aligned output grid (spacing / scale, size · scale, same direction); the input is
@@ -32,7 +35,7 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
     validate_volume(volume)
     chosen = get_method(method)
     chosen.check_options(method_options)
-    scale_xyz = parse_scale(thick_axis_scale(volume) if scale == "auto" else scale)
+    scale_xyz = requested_scale(volume, scale, target_spacing)
     grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale_xyz)
     settings = RunSettings(patch=patch, stride=stride, blend=blend, batch_size=batch_size, device=device,
                            checkpoint=checkpoint, memory_budget_gb=memory_budget_gb, progress=progress, cancel=cancel,
@@ -55,6 +58,17 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: ScaleLike = 2,
     metadata.update(settings.provenance)
     array = cast_output(normaliser.inverse(result), output_dtype, volume.array.dtype)
     return Volume(array, grid.spacing, grid.origin, grid.direction, metadata)
+
+
+def requested_scale(volume: Volume, scale: Optional[ScaleLike], target_spacing: Optional[float]):
+    """The (x, y, z) scale a call asks for: ``scale`` (a value, or "auto"), ``target_spacing``, or 2."""
+    if target_spacing is not None:
+        if scale is not None:
+            raise InputError("Give scale=… or target_spacing=…, not both.")
+        return parse_scale(target_spacing_scale(volume.spacing, target_spacing))
+    if scale == "auto":
+        return parse_scale(thick_axis_scale(volume))
+    return parse_scale(2 if scale is None else scale)
 
 
 def thick_axis_scale(volume: Volume):

@@ -94,6 +94,7 @@ def test_progress_is_reported_and_cancel_stops():
     ("magic", 2, InputError, "Unknown method"),
     ("bspline", 1, InputError, "above 1"),
     ("bspline", 12, InputError, "above 8"),
+    ("bspline", (1, 1, 17), InputError, "above 16"),
     ("bspline", "2,2", InputError, "three"),
 ])
 def test_bad_method_or_scale(method, scale, error, message):

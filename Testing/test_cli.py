@@ -65,7 +65,9 @@ def test_input_file_is_not_modified(scan, tmp_path):
 @pytest.mark.parametrize("arguments, fragment", [
     (["--method", "magic"], "Unknown method"),
     (["--scale", "1"], "above 1"),
-    (["--scale", "20"], "above 8"),
+    (["--scale", "1,1,20"], "above 16 (the limit is 16 when only one axis is scaled, 8 otherwise)"),
+    (["--scale", "9,9,1"], "above 8"),
+    (["--scale", "2", "--target-spacing", "1"], "Give --scale … or --target-spacing …, not both."),
     (["--memory-budget", "0.00001"], "budget"),
 ])
 def test_bad_options_give_one_line_and_no_output(scan, tmp_path, arguments, fragment):

@@ -63,6 +63,7 @@ def test_parse_scale(text, expected):
     ("2,2", "must be one number or three"),
     ("nine", "is not a number or a comma-separated triple"),
     ("9", "Scale 9 is above 8"),
+    ("1,1,16.5", "Scale 16.5 is above 16"),
     ("1,1,-3", r"Scale \(1.0, 1.0, -3.0\) must be at least 1"),
     ("nan", r"Scale \(nan, nan, nan\) must be at least 1"),
 ])

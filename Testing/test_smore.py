@@ -1,6 +1,8 @@
 """SMORE and the per-scan machinery it shares with CLADE: thick-axis planning, training pairs, the refinement network,
 budgets, end-to-end geometry, saved-model reuse and the bad-input messages."""
 import contextlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -73,10 +75,15 @@ def test_plan_takes_the_thick_axis_and_non_integer_factor_from_the_scale_checked
     assert (sagittal.axis, sagittal.factor) == (2, 3.0)
 
 
-def test_a_scale_that_does_not_restore_the_in_plane_spacing_is_refused_with_the_right_scale():
-    with pytest.raises(InputError, match=r"give the scale 1×1×4, not 1×1×2"):
-        plan_through_plane("smore", (40, 64, 64), (1, 1, 2), (1.0, 1.0, 4.0))
-    with pytest.raises(InputError, match=r"give the scale 1×1×4, not 4×1×1"):
+def test_any_thick_axis_factor_up_to_the_spacing_ratio_is_planned_and_beyond_it_only_when_forced():
+    assert plan_through_plane("smore", (40, 64, 64), (1, 1, 4), (1.0, 1.0, 4.0)).factor == 4
+    coarser_target = plan_through_plane("smore", (40, 64, 64), (1, 1, 2), (1.0, 1.0, 4.0))
+    assert coarser_target.factor == 2 and coarser_target.output_spacing == 2.0
+    with pytest.raises(InputError, match=r"goes beyond the in-plane spacing .* at most 1×1×4\); give at most that, "
+                                         r"or force_scale=True"):
+        plan_through_plane("smore", (40, 64, 64), (1, 1, 6), (1.0, 1.0, 4.0))
+    assert plan_through_plane("smore", (40, 64, 64), (1, 1, 6), (1.0, 1.0, 4.0), force_scale=True).factor == 6
+    with pytest.raises(InputError, match=r"give a scale such as 1×1×4, not 4×1×1"):
         plan_through_plane("smore", (40, 64, 64), (4, 1, 1), (1.0, 1.0, 4.0))
     with pytest.raises(InputError, match="one thick axis"):
         plan_through_plane("smore", (40, 64, 64), (2, 2, 2), (1.0, 1.0, 4.0))
@@ -240,3 +247,45 @@ def test_command_line_trains_saves_and_reuses_a_per_scan_model(tmp_path):
     trained, reused = read_volume(tmp_path / "trained.nrrd"), read_volume(tmp_path / "reused.nrrd")
     assert trained.array.shape == (30, 24, 20)
     np.testing.assert_array_equal(reused.array, trained.array)
+
+
+# --- clinical thick-slice scans -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def clinical_scan(tmp_path):
+    """A routine thick-slice acquisition in miniature: 0.8 mm in-plane, 7.2 mm slices (factor 9), oblique."""
+    volume = Volume(smooth_volume((8, 32, 30)), spacing=(0.8, 0.8, 7.2), origin=(5.0, -3.0, 2.0), direction=OBLIQUE)
+    path = tmp_path / "clinical.nrrd"
+    MedSRLib.write_volume(volume, path)
+    return path, volume
+
+
+@pytest.mark.parametrize("arguments, scale_xyz", [
+    ([], (1, 1, 9)),                               # no scale: the thick axis restored to the in-plane spacing
+    (["--target-spacing", "1.2"], (1, 1, 6)),
+    (["--scale", "1,1,4"], (1, 1, 4)),             # a coarser target than in-plane, without --force-scale
+])
+def test_a_clinical_factor_9_scan_super_resolves_by_default_to_the_right_grid(clinical_scan, tmp_path, arguments,
+                                                                               scale_xyz):
+    path, volume = clinical_scan
+    completed = subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", "super-resolve", str(path),
+                                str(tmp_path / "sr.nrrd"), "--method", "smore", "--iterations", "2", "--quiet",
+                                *arguments], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    result = MedSRLib.read_volume(tmp_path / "sr.nrrd")
+    grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale_xyz)
+    assert result.size == grid.size
+    np.testing.assert_allclose(result.spacing, grid.spacing)
+    np.testing.assert_allclose(result.origin, grid.origin, atol=1e-6)
+    np.testing.assert_allclose(result.direction, volume.direction)
+
+
+def test_a_factor_beyond_the_spacing_ratio_names_the_option_as_each_interface_spells_it(clinical_scan, tmp_path):
+    path, volume = clinical_scan
+    with pytest.raises(InputError, match=r"at most 1×1×9\); give at most that, or force_scale=True"):
+        MedSRLib.super_resolve(volume, "smore", (1, 1, 12), iterations=1)
+    completed = subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", "super-resolve", str(path),
+                                str(tmp_path / "sr.nrrd"), "--method", "smore", "--scale", "1,1,12"],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2 and "give at most that, or --force-scale to trust" in completed.stderr
+    assert "force_scale" not in completed.stderr and not (tmp_path / "sr.nrrd").exists()

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -28,11 +29,30 @@ def main(argv=None) -> int:
         try:
             return args.run(args) or 0
         except MedSRError as error:
-            print(f"medsr: error: {error}", file=sys.stderr)
+            print(f"medsr: error: {command_line_spelling(str(error), parser)}", file=sys.stderr)
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
             print("medsr: interrupted; nothing was written.", file=sys.stderr)
             return 130
+
+
+def command_line_spelling(message: str, parser: argparse.ArgumentParser) -> str:
+    """A library message with its keyword options as the command line spells them: ``force_scale=True`` becomes
+    ``--force-scale``, ``target_spacing=…`` becomes ``--target-spacing …`` (every option of every subcommand)."""
+    flags = {}
+    subcommands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    for subparser in (sub for action in subcommands for sub in action.choices.values()):
+        for action in subparser._actions:
+            if action.option_strings and action.dest not in flags:
+                flags[action.dest] = (max(action.option_strings, key=len), action.nargs == 0)
+
+    def respell(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in flags:
+            return match.group(0)
+        flag, is_switch = flags[name]
+        return flag if is_switch else f"{flag} {value}"
+    return re.sub(r"\b([a-z_]+)=(True|…|\S+?)(?=[\s,;.)]*(?:\s|$))", respell, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--method", default="bspline", help="a method from `medsr methods` (default bspline)")
     sr.add_argument("--scale", help="one factor, SX,SY,SZ per physical axis (e.g. 1,1,3), or auto: the thick axis and "
                                     "factor from the spacing (default: auto for per-scan methods, else 2)")
+    sr.add_argument("--target-spacing", type=float, metavar="MM",
+                    help="instead of --scale: bring every axis coarser than MM to MM (e.g. 6 mm slices to 1.2 mm)")
     sr.add_argument("--checkpoint", help="checkpoint file or shipped model name for learned methods")
     sr.add_argument("--patch", type=int_list, help="patch size in input voxels: N or NZ,NY,NX (array order)")
     sr.add_argument("--stride", type=int_list, help="stride in input voxels: N or NZ,NY,NX")
@@ -65,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     per_scan.add_argument("--slice-profile", dest="profile", choices=["box", "gaussian"], help="smore: slice profile")
     per_scan.add_argument("--slice-gap", dest="gap", type=float, help="smore: gap between slices in mm")
     per_scan.add_argument("--force-scale", action="store_true", default=None,
-                          help="trust --scale over the spacing (e.g. for an isotropic volume)")
+                          help="trust --scale over the spacing (an isotropic volume, or a factor beyond the spacing "
+                               "ratio)")
     add_progress_arguments(sr)
     sr.set_defaults(run=run_super_resolve)
 
@@ -182,10 +205,12 @@ def run_super_resolve(args):
     refuse_overwriting_input(args.input, args.output)
     check_output_path(args.output)
     volume = read_volume(args.input)
-    scale = args.scale or ("auto" if get_method(args.method).kind == MethodKind.PER_SCAN else "2")
-    with progress_reporter(args, f"{args.method} ×{scale}") as progress:
+    default = "auto" if get_method(args.method).kind == MethodKind.PER_SCAN else "2"
+    scale = args.scale or (None if args.target_spacing is not None else default)
+    label = f"×{scale}" if scale is not None else f"to {args.target_spacing:g} mm"
+    with progress_reporter(args, f"{args.method} {label}") as progress:
         result = super_resolve(
-            volume, args.method, scale, patch=args.patch, stride=args.stride, blend=args.blend,
+            volume, args.method, scale, target_spacing=args.target_spacing, patch=args.patch, stride=args.stride, blend=args.blend,
             batch_size=args.batch, device=args.device, checkpoint=args.checkpoint,
             memory_budget_gb=args.memory_budget_gb or DEFAULT_MEMORY_BUDGET_GB, normalisation=args.normalisation,
             window=args.window, output_dtype=args.output_dtype, progress=progress, **per_scan_options(args))

@@ -14,7 +14,10 @@ import numpy as np
 
 from MedSRLib.errors import InputError
 
+# The largest factor when several axes are scaled, and when only one (thick-slice) axis is: clinical 5–7 mm slices over
+# 0.5–0.8 mm in-plane voxels need factors of 8–13 to restore the in-plane spacing.
 MAX_SCALE = 8.0
+MAX_THROUGH_PLANE_SCALE = 16.0
 # Spacing ratios below this count as isotropic.
 ANISOTROPY_THRESHOLD = 1.2
 
@@ -39,9 +42,25 @@ def parse_scale(scale: ScaleLike) -> Tuple[float, float, float]:
     if not all(np.isfinite(values)) or min(values) < 1 or max(values) <= 1:
         raise InputError(f"Scale {tuple(values)} must be at least 1 on every axis and above 1 on one; "
                          "MedSR only increases resolution.")
-    if max(values) > MAX_SCALE:
-        raise InputError(f"Scale {max(values):g} is above {MAX_SCALE:g}; such factors invent detail rather than recover it.")
+    scaled_axes = sum(value > 1 for value in values)
+    limit = MAX_THROUGH_PLANE_SCALE if scaled_axes == 1 else MAX_SCALE
+    if max(values) > limit:
+        raise InputError(f"Scale {max(values):g} is above {limit:g} (the limit is {MAX_THROUGH_PLANE_SCALE:g} when only "
+                         f"one axis is scaled, {MAX_SCALE:g} otherwise); such factors invent detail rather than recover "
+                         "it.")
     return tuple(values)
+
+
+def target_spacing_scale(spacing_xyz: Sequence[float], target_mm: float) -> Tuple[float, float, float]:
+    """The (x, y, z) scale that brings every axis coarser than ``target_mm`` to that spacing, leaving finer axes as they
+    are: (0.8, 0.8, 7.2) mm to 1.2 mm is (1, 1, 6)."""
+    if not np.isfinite(target_mm) or target_mm <= 0:
+        raise InputError(f"The target spacing must be a positive number of mm, not {target_mm!r}.")
+    spacing = np.asarray(spacing_xyz, dtype=float)
+    if spacing.max() <= target_mm:
+        raise InputError(f"Every axis of this volume (spacing {format_scale(tuple(round(s, 3) for s in spacing))} mm) "
+                         f"is already at or finer than the target spacing {target_mm:g} mm.")
+    return tuple(float(max(1.0, s / target_mm)) for s in spacing)
 
 
 def format_scale(scale_xyz: Sequence[float]) -> str:

@@ -9,7 +9,7 @@ from MedSRLib.grid.geometry import detect_thick_axis, format_scale
 
 MIN_THICK_SLICES = 8
 MIN_IN_PLANE_SIZE = 16
-# How far the thick-axis scale may differ from the spacing ratio (the output must restore the in-plane spacing).
+# How far the thick-axis scale may go beyond the spacing ratio (rounding of a spacing read from a header).
 SCALE_TOLERANCE = 0.05
 AXIS_NAMES = "zyx"  # array axis k, j, i
 # Progress is reported in thousandths of the whole job; training takes this share.
@@ -52,12 +52,18 @@ def plan_through_plane(method_name: str, shape: Sequence[int], scale_xyz: Sequen
         spacing_text = format_scale(tuple(round(s, 3) for s in spacing_xyz))
         if thick is None:
             raise InputError(f"The volume is isotropic (spacing {spacing_text} mm), so its in-plane slices hold no "
-                             f"finer detail for '{method_name}' to learn from; use bspline, or force_scale to "
+                             f"finer detail for '{method_name}' to learn from; use bspline, or force_scale=True to "
                              "trust the scale instead of the spacing.")
-        if thick.array_axis != plan.axis or abs(thick.factor / plan.factor - 1) > SCALE_TOLERANCE:
-            raise InputError(f"Method '{method_name}' restores the thick axis to the in-plane spacing: for spacing "
-                             f"{spacing_text} mm give the scale {format_scale(thick.scale())}, not "
-                             f"{format_scale(scale_xyz)} (or force_scale to trust the scale).")
+        if thick.array_axis != plan.axis:
+            raise InputError(f"Method '{method_name}' super-resolves the thick axis: for spacing {spacing_text} mm "
+                             f"give a scale such as {format_scale(thick.scale())}, not {format_scale(scale_xyz)} (or "
+                             "force_scale=True to trust the scale).")
+        # Any factor up to the spacing ratio is a real request (a target coarser than the in-plane spacing); beyond it
+        # the output would be finer than anything in the scan to learn from.
+        if plan.factor > thick.factor * (1 + SCALE_TOLERANCE):
+            raise InputError(f"A scale of {plan.factor:g} along the thick axis goes beyond the in-plane spacing (spacing "
+                             f"{spacing_text} mm: at most {format_scale(thick.scale())}); give at most that, or "
+                             "force_scale=True to trust the scale.")
     slices = shape[plan.axis]
     if slices < MIN_THICK_SLICES:
         raise InputError(f"Method '{method_name}' learns from the in-plane slices and needs at least "
