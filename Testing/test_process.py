@@ -1,4 +1,4 @@
-"""The progress-line protocol and the background process runner, with real child processes."""
+"""The background process protocol, the runner, the stepped job and the device probe, with real child processes."""
 import sys
 import tempfile
 import textwrap
@@ -7,9 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from MedSRLib import Cancelled, InputError, MedSRError, Volume
-from MedSRLib.apps.process import (OUT_OF_MEMORY_ADVICE, ProcessRunner, cli_arguments, estimate_remaining_seconds,
-    format_duration, format_progress_line, parse_progress_line, readable_error, super_resolve_in_subprocess)
+from MedSRLib import Cancelled, MedSRError, Volume
+from MedSRLib.apps.process import (OUT_OF_MEMORY_ADVICE, DeviceProbe, JobState, ProcessRunner, SuperResolveJob,
+    estimate_remaining_seconds, format_duration, format_progress_line, parse_progress_line, protocol_payload,
+    readable_error, super_resolve_in_subprocess)
+from MedSRLib.apps.worker import estimate_run_memory
 
 posix_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process states from /proc")
 
@@ -69,13 +71,11 @@ def test_readable_errors():
     assert readable_error(1, ["ValueError: bad", ""]) == "The processing failed with exit code 1 (ValueError: bad)."
 
 
-def test_cli_arguments_mirror_super_resolve_options():
-    assert cli_arguments("bspline", (1, 1, 3), patch=(8, 16, 16), batch_size=2, device="cpu", blend=None) == [
-        "--method", "bspline", "--scale", "1,1,3", "--patch", "8,16,16", "--batch", "2", "--device", "cpu"]
-    assert cli_arguments("linear", 2, memory_budget_gb=1.5) == [
-        "--method", "linear", "--scale", "2", "--memory-budget", "1.5"]
-    with pytest.raises(InputError, match="sharpness"):
-        cli_arguments("bspline", 2, sharpness=3)
+def test_protocol_payloads():
+    assert protocol_payload("MEDSR-STAGE", "MEDSR-STAGE Reading the input") == "Reading the input"
+    assert protocol_payload("MEDSR-STAGE", "MEDSR-STAGE ") is None
+    assert protocol_payload("MEDSR-STAGE", "MEDSR-STAGES x") is None
+    assert protocol_payload("MEDSR-PROBE", "log: MEDSR-PROBE {}") is None
 
 
 def test_runner_reports_progress_logs_and_the_error_sentence():
@@ -95,13 +95,17 @@ def test_runner_reports_progress_logs_and_the_error_sentence():
     assert result.error == "The input volume is constant."
 
 
-def test_runner_success_and_idle_callback():
-    idle_calls = []
-    runner = ProcessRunner(python_command("import time; time.sleep(0.3); print('MEDSR-PROGRESS 1/1')"))
-    result = runner.wait(idle=lambda: idle_calls.append(1))
+def test_runner_poll_never_blocks_and_reads_stages():
+    runner = ProcessRunner(python_command("""
+        print("MEDSR-PROGRESS 1/2", flush=True)
+        print("MEDSR-STAGE Second part", flush=True)
+    """))
+    runner.start()
+    assert runner.poll() is None  # the interpreter has not even started yet
+    while (result := runner.poll()) is None:
+        time.sleep(0.01)
     assert result.succeeded and result.error is None
-    assert runner.last_progress == (1, 1)
-    assert len(idle_calls) >= 2  # called while the child was still running
+    assert runner.stage == "Second part" and runner.last_progress is None  # a new stage starts its own progress
 
 
 @posix_only
@@ -127,14 +131,14 @@ def test_cancel_kills_the_child_and_its_stubborn_grandchild(tmp_path):
 
 @posix_only
 def test_background_super_resolve_cancel_removes_its_temporary_files(tmp_path, monkeypatch):
-    """A stand-in 'python' that starts like the CLI and then hangs, so the cancel is the only way out."""
+    """A stand-in 'python' that starts like the worker and then hangs, so the cancel is the only way out."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     seen_input = tmp_path / "seen"
     fake_python = tmp_path / "fake-python"
     fake_python.write_text(f"#!{sys.executable}\n" + textwrap.dedent(f"""
         import os, sys, time
-        # argv: -m MedSRLib.cli super-resolve INPUT OUTPUT ...
-        open({str(seen_input)!r}, "w").write(str(os.path.exists(sys.argv[4])))
+        # argv: -m MedSRLib.apps.worker run FOLDER
+        open({str(seen_input)!r}, "w").write(str(os.path.exists(os.path.join(sys.argv[4], "input.npy"))))
         print("MEDSR-PROGRESS 0/10", flush=True)
         time.sleep(600)
     """))
@@ -149,7 +153,7 @@ def test_background_super_resolve_cancel_removes_its_temporary_files(tmp_path, m
     assert sorted(path.name for path in tmp_path.iterdir()) == ["fake-python", "seen"]
 
 
-def test_background_super_resolve_runs_the_cli(tmp_path, monkeypatch):
+def test_background_super_resolve_runs_the_worker(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     ramp = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
     volume = Volume(ramp, (1.0, 1.0, 3.0), (10.0, -20.0, 5.0))
@@ -176,3 +180,53 @@ def test_background_failure_is_one_sentence(tmp_path, monkeypatch):
         super_resolve_in_subprocess(volume, "bspline", 2)
     assert "\n" not in str(raised.value) and not isinstance(raised.value, Cancelled)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_job_steps_through_its_stages_with_progress(tmp_path, monkeypatch):
+    """Input and result move a slab per poll; the B-spline comparison comes back on the same grid."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ramp = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    job = SuperResolveJob(Volume(ramp, (1.0, 1.0, 3.0)), "linear", (1, 1, 3), {"device": "cpu"},
+                          compare_bspline=True, step_bytes=ramp[0].nbytes)
+    assert job.status_text() == "" and job.state == JobState.IDLE
+    seen = {}
+    job.start()
+    while job.active:
+        seen.setdefault(job.state, []).append(job.progress)
+        assert job.status_text().startswith(job.stage)
+        if job.poll() == JobState.RUNNING:
+            time.sleep(0.01)
+    assert job.state == JobState.DONE, job.message
+    assert seen[JobState.PREPARING] == [(0, 0), (1, 4), (2, 4), (3, 4)]  # one slice per poll, then the child starts
+    assert seen[JobState.IMPORTING][-1] == (23, 24)                      # 12 slices of the result, 12 of the comparison
+    assert job.results["result"].metadata["method"] == "linear"
+    assert job.results["comparison"].metadata["method"] == "bspline"
+    assert job.results["comparison"].array.shape == job.results["result"].array.shape == (12, 5, 6)
+    assert job.results["comparison"].origin == job.results["result"].origin
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_device_probe_reports_devices_and_an_estimate():
+    probe = DeviceProbe({"method": "bspline", "shape": [10, 20, 30], "scale": [1, 1, 2], "device": "auto"})
+    probe.start()
+    while not probe.poll():
+        time.sleep(0.02)
+    devices, estimate = probe.report["devices"], probe.report["estimate"]
+    assert devices["cpu"]["available"] and devices["cpu"]["free_bytes"] > 0
+    assert set(devices) == {"cpu", "cuda", "mps"}
+    # Interpolation: the float32 output and the normalised input, in the computer's memory.
+    assert estimate == {"device": devices["cuda"]["available"] and "cuda" or "cpu",
+                        "needs": {"cpu": 4 * (20 * 20 * 30 + 10 * 20 * 30)}, "tiled": False}
+
+
+def test_memory_estimate_of_a_network_uses_the_engine_estimate():
+    from MedSRLib.engine.tiling import TilingOptions, estimate_memory
+    from MedSRLib.methods import get_method
+    method = get_method("threeplayer")
+    on_cpu = estimate_run_memory("threeplayer", (40, 48, 56), 2, patch=16, batch_size=2, device="cpu")
+    engine = estimate_memory((40, 48, 56), (2, 2, 2), TilingOptions(
+        patch=16, stride=method.default_stride, batch_size=2, activation_factor=method.activation_factor))
+    host = 4 * (80 * 96 * 112 + 40 * 48 * 56)
+    assert on_cpu == {"needs": {"cpu": host + engine}, "tiled": True}
+    assert estimate_run_memory("threeplayer", (40, 48, 56), 2, patch=16, batch_size=2, device="cuda")["needs"] \
+        == {"cpu": host, "cuda": engine}

@@ -6,24 +6,33 @@ SimpleITK's, is in (k, j, i) order. ``slicer`` is imported inside the functions,
 
 Console example (in Slicer's Python console)::
 
-    from MedSRLib.mrml import superResolveVolumeNode
+    from MedSRLib.apps.mrml import superResolveVolumeNode
     result = superResolveVolumeNode(getNode("MRHead"), "bspline", (1, 1, 2))
+
+:class:`VolumeNodeJob` does the same in a background process, one step per ``poll()``, as the MedSR panel does.
 """
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
 from MedSRLib.errors import InputError
 from MedSRLib.grid.geometry import parse_scale
 from MedSRLib.io.volume import Volume
+from .process import COMPARISON, RESULT, JobState, SuperResolveJob
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0])
 ATTRIBUTE_PREFIX = "MedSR."
 SCALAR_VOLUME_CLASS = "vtkMRMLScalarVolumeNode"
 
 
-def volumeFromNode(volumeNode) -> Volume:
-    """A copy of a scalar volume node's voxels and geometry as an LPS :class:`Volume` (the node is not modified)."""
+INPUT_REMOVED_MESSAGE = "Stopped: the input volume was removed from the scene; nothing was added."
+SCENE_CLOSED_MESSAGE = "Stopped: the scene was closed; nothing was added."
+
+
+def volumeFromNode(volumeNode, copy: bool = True) -> Volume:
+    """A scalar volume node's voxels and geometry as an LPS :class:`Volume`; the array is a copy, or with
+    ``copy=False`` a view of the node's voxels (valid while the node keeps its image data). The node is not
+    modified."""
     import slicer.util
 
     if volumeNode is None or volumeNode.GetImageData() is None:
@@ -33,7 +42,7 @@ def volumeFromNode(volumeNode) -> Volume:
                          "(not a label map, vector or tensor volume).")
     directions = np.zeros((3, 3))
     volumeNode.GetIJKToRASDirections(directions)
-    array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=copy)
     return Volume(array, volumeNode.GetSpacing(), RAS_FROM_LPS @ np.asarray(volumeNode.GetOrigin()),
                   tuple((RAS_FROM_LPS @ directions).ravel()), {"source": volumeNode.GetName()})
 
@@ -66,10 +75,14 @@ def addVolumeNodeLike(volume: Volume, referenceNode, name: str, attributes: Opti
         _placeBeside(slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene), referenceNode, node)
         return node
     except BaseException:
-        for addedNode in reversed(added):
-            if addedNode is not None and scene.IsNodePresent(addedNode):
-                scene.RemoveNode(addedNode)
+        _removeNodes(scene, reversed(added))
         raise
+
+
+def _removeNodes(scene, nodes) -> None:
+    for node in nodes:
+        if node is not None and scene.IsNodePresent(node):
+            scene.RemoveNode(node)
 
 
 def _copyDisplay(source, target) -> None:
@@ -115,7 +128,7 @@ def superResolveVolumeNode(inputNode, method: str = "bspline", scale=2, *, outpu
 
     ``scale`` is one factor or one per (x, y, z) = (i, j, k) axis; ``options`` go to :func:`MedSRLib.super_resolve`
     (patch, stride, blend, device, checkpoint, progress, cancel, ...). ``superResolve`` replaces that function, e.g.
-    by :func:`MedSRLib.process.super_resolve_in_subprocess` to run in a background process. The input node is never
+    by :func:`MedSRLib.apps.process.super_resolve_in_subprocess` to run in a background process. The input node is never
     modified, and on error or cancel the scene is left exactly as it was.
     """
     if superResolve is None:
@@ -123,3 +136,64 @@ def superResolveVolumeNode(inputNode, method: str = "bspline", scale=2, *, outpu
     name = outputName or defaultOutputName(inputNode, method, scale)
     result = superResolve(volumeFromNode(inputNode), method, scale, **options)
     return addVolumeNodeLike(result, inputNode, name, provenanceAttributes(result.metadata))
+
+
+class VolumeNodeJob(SuperResolveJob):
+    """:class:`~MedSRLib.apps.process.SuperResolveJob` from a scalar volume node to new nodes beside it, one step per
+    ``poll()`` (the MedSR panel drives it from a timer).
+
+    The input's voxels are written for the background process straight from the node, a slab per poll. In the last
+    step the result (and, with ``compare_bspline``, the cubic B-spline comparison) is added as by
+    :func:`addVolumeNodeLike`, all or none: ``resultNodes`` maps ``"result"`` / ``"comparison"`` to them. Removing
+    the input node or closing its scene stops the job at once (the child is killed) with one message; on every end
+    but DONE the scene is left as it was.
+    """
+
+    def __init__(self, inputNode, method: str = "bspline", scale=2, options: Optional[dict] = None, *,
+                 outputName: Optional[str] = None, **jobOptions):
+        super().__init__(None, method, scale, options, **jobOptions)
+        self.inputNode = inputNode
+        self.outputName = outputName
+        self.resultNodes: Dict[str, object] = {}
+        self._scene = None
+        self._observerTags = []
+
+    def _begin(self) -> None:
+        scene = self.inputNode.GetScene() if self.inputNode is not None else None
+        if scene is None:
+            raise InputError("Select an input volume that is in the scene.")
+        self.volume = volumeFromNode(self.inputNode, copy=False)
+        self._scene = scene
+        self._observerTags = [scene.AddObserver(scene.StartCloseEvent, self._onSceneClosing),
+                              scene.AddObserver(scene.NodeRemovedEvent, self._onNodeRemoved)]
+        super()._begin()
+
+    def _onSceneClosing(self, caller, event) -> None:
+        self.cancel(SCENE_CLOSED_MESSAGE)
+
+    def _onNodeRemoved(self, caller, event) -> None:
+        if not self._scene.IsNodePresent(self.inputNode):
+            self.cancel(INPUT_REMOVED_MESSAGE)
+
+    def _deliver(self) -> None:
+        names = {RESULT: self.outputName or defaultOutputName(self.inputNode, self.method, self.request["scale"]),
+                 COMPARISON: defaultOutputName(self.inputNode, "bspline", self.request["scale"])}
+        added = []
+        try:
+            for output in self.output_names:
+                volume = self.results[output]
+                added.append(addVolumeNodeLike(volume, self.inputNode, names[output],
+                                               provenanceAttributes(volume.metadata)))
+        except BaseException:
+            _removeNodes(self._scene, [part for node in reversed(added) for part in (node, node.GetDisplayNode())])
+            raise
+        self.resultNodes = dict(zip(self.output_names, added))
+
+    def done_message(self) -> str:
+        return f"Done: {self.resultNodes[RESULT].GetName()}"
+
+    def _end(self, state: JobState, message: str) -> None:
+        super()._end(state, message)
+        for tag in self._observerTags:
+            self._scene.RemoveObserver(tag)
+        self._observerTags = []

@@ -1,13 +1,20 @@
-"""Run MedSR in a separate process and follow its progress (Qt-free, no Slicer import).
+"""Run MedSR in a background process and follow it without blocking (Qt-free, no Slicer import).
 
-The child (``python -m MedSRLib.cli super-resolve ... --progress-lines``) prints one line per progress step on stdout in
-the form ``MEDSR-PROGRESS <done>/<total>``; every other line is log text. The 3D Slicer module runs the child with
-PythonSlicer so that Slicer stays responsive, shows the progress, and can cancel: :class:`ProcessRunner` starts the child
-in its own process group, reads its output in threads, and hands progress and log lines to callbacks on the thread that
-waits (so a Qt panel can update its widgets there).
+The background process is ``python -m MedSRLib.apps.worker`` (PythonSlicer inside 3D Slicer). Parent and child share a
+job folder (:class:`JobFolder`: the request as JSON, each volume as a ``.npy`` array beside a JSON header) and the
+child's stdout, where protocol lines report progress (``MEDSR-PROGRESS <done>/<total>``), the current stage
+(``MEDSR-STAGE <text>``) and device probes (``MEDSR-PROBE <json>``); every other line is log text.
+
+:class:`SuperResolveJob` is one super-resolution advanced by :meth:`SuperResolveJob.poll`: each call does one bounded
+step (a slab of the input written, the child's new output lines read, or a slab of the result read back), so a GUI
+timer can drive it without a nested event loop, and :meth:`SuperResolveJob.cancel` works between any two steps.
+:class:`DeviceProbe` asks a child which devices exist, their free memory and what a run would need.
+:class:`ProcessRunner` starts a child in its own process group, reads its output in threads and cancels it with its
+children.
 """
 import collections
 import json
+import logging
 import os
 import queue
 import re
@@ -19,15 +26,20 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Callable, Deque, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from MedSRLib.errors import Cancelled, InputError, MedSRError
+import numpy as np
+
+from MedSRLib.errors import Cancelled, MedSRError
+from MedSRLib.io.volume import Volume
 from MedSRLib.progress import CancelCheck, ProgressCallback
 
 PROGRESS_PREFIX = "MEDSR-PROGRESS"
+STAGE_PREFIX = "MEDSR-STAGE"
+PROBE_PREFIX = "MEDSR-PROBE"
 _PROGRESS_PATTERN = re.compile(r"^MEDSR-PROGRESS (\d+)/(\d+)\s*$")
-# The CLI prefixes its one-sentence errors with this; the panel shows the sentence alone.
 _CLI_ERROR_PREFIX = re.compile(r"^medsr: (error|warning): ")
 _OUT_OF_MEMORY_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "CUBLAS_STATUS_ALLOC_FAILED",
                           "MPS backend out of memory")
@@ -36,6 +48,10 @@ OUT_OF_MEMORY_ADVICE = ("The GPU ran out of memory; choose a smaller patch size 
 # How long a cancelled child gets to exit after SIGTERM before it and its children are killed.
 TERMINATE_GRACE_S = 3.0
 STDERR_LINES_KEPT = 50
+WORKER_MODULE = "MedSRLib.apps.worker"
+# One poll copies at most this much of the input or of the result, so a GUI timer driving a job stays responsive.
+STEP_BYTES = 16 << 20
+CANCELLED_MESSAGE = "Cancelled; nothing was added."
 
 LogCallback = Callable[[str], None]
 
@@ -51,6 +67,12 @@ def parse_progress_line(line: str) -> Optional[Tuple[int, int]]:
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2))
+
+
+def protocol_payload(prefix: str, line: str) -> Optional[str]:
+    """What follows ``prefix`` on a ``prefix payload`` protocol line, else None."""
+    head, _, payload = line.partition(" ")
+    return payload.strip() if head == prefix and payload.strip() else None
 
 
 def estimate_remaining_seconds(elapsed_s: float, done: int, total: int) -> Optional[float]:
@@ -99,7 +121,8 @@ class ProcessResult:
 
 
 class ProcessRunner:
-    """One child process: start it, follow progress and log lines, wait for it or cancel it with its children."""
+    """One child process: start it, follow its protocol and log lines, poll or wait for it, or cancel it with its
+    children."""
 
     def __init__(self, command: Sequence[str], progress: Optional[ProgressCallback] = None,
                  log: Optional[LogCallback] = None, env: Optional[dict] = None, cwd: Optional[str] = None):
@@ -110,6 +133,8 @@ class ProcessRunner:
         self.cwd = cwd
         self.process: Optional[subprocess.Popen] = None
         self.last_progress: Optional[Tuple[int, int]] = None
+        self.stage: Optional[str] = None
+        self.probe: Optional[dict] = None
         self.cancelled = False
         self._events: "queue.Queue[Tuple[str, str]]" = queue.Queue()
         self._stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
@@ -136,48 +161,70 @@ class ProcessRunner:
         stream.close()
 
     def deliver_events(self) -> None:
-        """Call the progress and log callbacks for every line read so far (on the calling thread)."""
+        """Take in every line read so far (on the calling thread): progress, stage and probe lines update this
+        runner and call ``progress``; log lines go to ``log``."""
         while True:
             try:
                 kind, line = self._events.get_nowait()
             except queue.Empty:
                 return
-            parsed = parse_progress_line(line) if kind == "stdout" else None
-            if parsed is not None:
-                self.last_progress = parsed
-                if self.progress is not None:
-                    self.progress(*parsed)
+            if kind == "stdout" and self._take_protocol_line(line):
                 continue
             if kind == "stderr":
                 self._stderr_tail.append(line)
             if self.log is not None and line.strip():
                 self.log(line)
 
+    def _take_protocol_line(self, line: str) -> bool:
+        progress = parse_progress_line(line)
+        if progress is not None:
+            self.last_progress = progress
+            if self.progress is not None:
+                self.progress(*progress)
+            return True
+        stage = protocol_payload(STAGE_PREFIX, line)
+        if stage is not None:
+            self.stage, self.last_progress = stage, None
+            return True
+        probe = protocol_payload(PROBE_PREFIX, line)
+        if probe is not None:
+            self.probe = json.loads(probe)
+            return True
+        return False
+
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def wait(self, cancel: Optional[CancelCheck] = None, idle: Optional[Callable[[], None]] = None,
-             poll_interval_s: float = 0.05) -> ProcessResult:
-        """Deliver events until the child exits; cancel it when ``cancel()`` says so; call ``idle()`` between polls
-        (the Slicer module passes ``slicer.app.processEvents`` so the application stays responsive)."""
-        if self.process is None:
-            self.start()
-        while self.process.poll() is None:
-            self.deliver_events()
-            if cancel is not None and not self.cancelled and cancel():
-                self.cancel()
-            if idle is not None:
-                idle()
-            time.sleep(poll_interval_s)
-        for reader in self._readers:
-            reader.join()
+    def poll(self) -> Optional[ProcessResult]:
+        """Take in the lines read so far; the result once the child has exited and all its output is read, else
+        None. Never blocks."""
+        self.deliver_events()
+        if self.process is None or self.process.poll() is None:
+            return None
+        if any(reader.is_alive() for reader in self._readers):
+            # Still reading, or a process the child left behind holds the pipes open: end those too.
+            self._signal_group(signal.SIGKILL)
+            return None
         self.deliver_events()
         return self.result()
+
+    def wait(self, cancel: Optional[CancelCheck] = None, poll_interval_s: float = 0.05) -> ProcessResult:
+        """Block until the child exits (scripts and tests; a GUI calls :meth:`poll` from a timer instead); cancel it
+        when ``cancel()`` says so."""
+        if self.process is None:
+            self.start()
+        while True:
+            outcome = self.poll()
+            if outcome is not None:
+                return outcome
+            if cancel is not None and not self.cancelled and cancel():
+                self.cancel()
+            time.sleep(poll_interval_s)
 
     def result(self) -> ProcessResult:
         returncode = self.process.returncode if self.process is not None else None
         if self.cancelled:
-            return ProcessResult(returncode, True, "Cancelled by the user; nothing was added.")
+            return ProcessResult(returncode, True, CANCELLED_MESSAGE)
         if returncode == 0:
             return ProcessResult(0, False, None)
         return ProcessResult(returncode, False, readable_error(returncode, list(self._stderr_tail)))
@@ -200,10 +247,12 @@ class ProcessRunner:
         self.process.wait()
 
     def _signal_group(self, signum) -> None:
+        if os.name == "nt":
+            return
         # The child leads its own session, so its process group id is its pid (even after it exited).
         try:
             os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
 
 
@@ -212,56 +261,295 @@ def library_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def cli_arguments(method: str, scale, patch=None, stride=None, blend=None, batch_size=None, device=None,
-                  checkpoint=None, memory_budget_gb=None, normalisation=None, window=None,
-                  output_dtype=None, **method_options) -> List[str]:
-    """The ``medsr super-resolve`` options that reproduce a :func:`MedSRLib.super_resolve` call."""
-    if method_options:
-        raise InputError(f"The option(s) {', '.join(sorted(method_options))} cannot be passed to a background run; "
-                         "call MedSRLib.super_resolve in this process instead.")
-
-    def joined(values):
-        return ",".join(str(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
-
-    arguments = ["--method", method, "--scale", joined(scale)]
-    for flag, value in (("--patch", patch), ("--stride", stride), ("--blend", blend), ("--batch", batch_size),
-                        ("--device", device), ("--checkpoint", checkpoint), ("--memory-budget", memory_budget_gb),
-                        ("--normalisation", normalisation), ("--window", window), ("--output-dtype", output_dtype)):
-        if value is not None:
-            arguments += [flag, joined(value)]
-    return arguments
+def worker_command(python: Optional[str], *arguments: str) -> Tuple[List[str], dict]:
+    """The command line and environment of a background worker run with ``python`` (default: this one)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [library_root(), env.get("PYTHONPATH")]))
+    return [python or sys.executable, "-m", WORKER_MODULE, *arguments], env
 
 
-def super_resolve_in_subprocess(volume, method: str = "bspline", scale=2, *, python: Optional[str] = None,
-                                progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
-                                log: Optional[LogCallback] = None, idle: Optional[Callable[[], None]] = None,
-                                **options):
-    """:func:`MedSRLib.super_resolve` run by the ``medsr`` CLI in a child Python (``python``, default this one).
+class JobFolder:
+    """The files a job's parent and child share: the request and each volume (``input``, ``result``, ``comparison``)
+    as a ``.npy`` array beside a JSON header with its geometry and metadata."""
+    REQUEST = "request.json"
 
-    The volume travels through files in a temporary folder that is removed afterwards, whatever happens. Raises
-    :class:`Cancelled` when ``cancel()`` became true, :class:`MedSRError` with one readable sentence on failure.
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls) -> "JobFolder":
+        return cls(tempfile.mkdtemp(prefix="medsr-"))
+
+    def array_path(self, name: str) -> Path:
+        return self.path / f"{name}.npy"
+
+    def write_json(self, name: str, document: dict) -> None:
+        (self.path / name).write_text(json.dumps(document), encoding="utf-8")
+
+    def read_json(self, name: str) -> dict:
+        return json.loads((self.path / name).read_text(encoding="utf-8"))
+
+    def write_header(self, name: str, volume: Volume) -> None:
+        self.write_json(f"{name}.json", {"spacing": volume.spacing, "origin": volume.origin,
+                                         "direction": volume.direction, "metadata": volume.metadata})
+
+    def volume(self, name: str, array: np.ndarray) -> Volume:
+        """``array`` with the geometry and metadata of volume ``name``'s header."""
+        return Volume(array, **self.read_json(f"{name}.json"))
+
+    def save_volume(self, name: str, volume: Volume) -> None:
+        np.save(self.array_path(name), np.ascontiguousarray(volume.array))
+        self.write_header(name, volume)
+
+    def load_volume(self, name: str) -> Volume:
+        return self.volume(name, np.load(self.array_path(name)))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class SlabCopy:
+    """Copies a (k, j, i) array into another, whole k-slices at a time, at most about ``step_bytes`` per step."""
+
+    def __init__(self, source: np.ndarray, target: np.ndarray, step_bytes: int):
+        self.source, self.target = source, target
+        self.slices_per_step = max(1, step_bytes // max(source[:1].nbytes, 1))
+        self.done = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.source)
+
+    def step(self) -> None:
+        end = min(self.done + self.slices_per_step, self.total)
+        self.target[self.done:end] = self.source[self.done:end]
+        self.done = end
+
+
+class JobState(str, Enum):
+    IDLE = "idle"
+    PREPARING = "preparing"   # writing the input for the child, a slab per poll
+    RUNNING = "running"       # the child super-resolves (and computes the B-spline comparison)
+    IMPORTING = "importing"   # reading the child's results back, a slab per poll
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+ACTIVE_STATES = frozenset({JobState.PREPARING, JobState.RUNNING, JobState.IMPORTING})
+RESULT, COMPARISON = "result", "comparison"
+
+
+class SuperResolveJob:
+    """One :func:`MedSRLib.super_resolve` call in a background process, advanced one bounded step per :meth:`poll`.
+
+    ``start()`` enters PREPARING; polls write the input, run the child (RUNNING), read the result back (IMPORTING)
+    and end in DONE (``results`` holds ``"result"`` and, with ``compare_bspline``, the cubic B-spline ``"comparison"``
+    on the same grid), FAILED or CANCELLED, with one sentence in ``message``. Whatever the end, the child is gone and
+    the job folder removed. ``stage`` and ``progress`` describe the current step for a progress bar. A subclass that
+    reads its input only when the job starts passes ``volume=None`` and sets it in ``_begin``.
     """
-    from MedSRLib.io.volume_files import read_volume, write_volume
+    _logger = logging.getLogger(__name__)
 
-    arguments = cli_arguments(method, scale, **options)
-    folder = tempfile.mkdtemp(prefix="medsr-")
-    try:
-        input_path = os.path.join(folder, "input.nrrd")
-        output_path = os.path.join(folder, "output.nrrd")
-        metadata_path = os.path.join(folder, "metadata.json")
-        write_volume(volume, input_path)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [library_root(), env.get("PYTHONPATH")]))
-        command = [python or sys.executable, "-m", "MedSRLib.apps.cli", "super-resolve", input_path, output_path,
-                   *arguments, "--metadata-json", metadata_path, "--progress-lines"]
-        outcome = ProcessRunner(command, progress=progress, log=log, env=env).wait(cancel=cancel, idle=idle)
-        if outcome.cancelled:
-            raise Cancelled(outcome.error)
+    def __init__(self, volume: Optional[Volume], method: str = "bspline", scale=2, options: Optional[dict] = None, *,
+                 compare_bspline: bool = False, python: Optional[str] = None, log: Optional[LogCallback] = None,
+                 step_bytes: int = STEP_BYTES):
+        self.volume = volume
+        self.method = method
+        self.request = {"method": method, "scale": scale if isinstance(scale, (str, int, float)) else
+                        [float(value) for value in scale],
+                        "options": dict(options or {}), "compare_bspline": compare_bspline and method != "bspline"}
+        self.python = python
+        self.log = log
+        self.step_bytes = step_bytes
+        self.state = JobState.IDLE
+        self.message = ""
+        self.stage = ""
+        self.stage_started = time.monotonic()
+        self.progress: Tuple[int, int] = (0, 0)
+        self.results: Dict[str, Volume] = {}
+        self._folder: Optional[JobFolder] = None
+        self._runner: Optional[ProcessRunner] = None
+        self._copies: List[SlabCopy] = []
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def child_pid(self) -> Optional[int]:
+        """The background process's id once it was started (it may have ended since)."""
+        return self._runner.process.pid if self._runner is not None and self._runner.process is not None else None
+
+    @property
+    def output_names(self) -> List[str]:
+        return [RESULT, COMPARISON] if self.request["compare_bspline"] else [RESULT]
+
+    def start(self) -> JobState:
+        if self.state != JobState.IDLE:
+            raise RuntimeError("a job starts only once")
+        self._guarded(self._begin)
+        return self.state
+
+    def poll(self) -> JobState:
+        """Do the next step of an active job; the state after it."""
+        steps = {JobState.PREPARING: self._write_input, JobState.RUNNING: self._follow_child,
+                 JobState.IMPORTING: self._read_results}
+        if self.active:
+            self._guarded(steps[self.state])
+        return self.state
+
+    def cancel(self, message: str = CANCELLED_MESSAGE) -> None:
+        """Stop an active job now (the child and its children are killed); ``message`` says why."""
+        if self.active:
+            self._end(JobState.CANCELLED, message)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except MedSRError as error:
+            self._end(JobState.FAILED, str(error))
+        except Exception as error:  # a bug or an OS error: logged, and the job still ends cleanly with one message
+            self._logger.exception("MedSR job step failed")
+            self._end(JobState.FAILED, f"The processing failed unexpectedly ({type(error).__name__}: {error}).")
+
+    def _enter(self, state: JobState, stage: str) -> None:
+        self.state = state
+        self._set_stage(stage)
+
+    def _set_stage(self, stage: str) -> None:
+        self.stage, self.stage_started, self.progress = stage, time.monotonic(), (0, 0)
+
+    def _begin(self) -> None:
+        self._folder = JobFolder.create()
+        self._folder.write_json(JobFolder.REQUEST, self.request)
+        self._folder.write_header("input", self.volume)
+        source = self.volume.array
+        target = np.lib.format.open_memmap(self._folder.array_path("input"), mode="w+", dtype=source.dtype,
+                                           shape=source.shape)
+        self._copies = [SlabCopy(source, target, self.step_bytes)]
+        self._enter(JobState.PREPARING, "Writing the input volume for the background process")
+
+    def _copy_step(self) -> bool:
+        """Copy the next slab; True once every copy is complete."""
+        pending = next((copy for copy in self._copies if copy.done < copy.total), None)
+        if pending is not None:
+            pending.step()
+        self.progress = (sum(copy.done for copy in self._copies), sum(copy.total for copy in self._copies))
+        return self.progress[0] == self.progress[1]
+
+    def _write_input(self) -> None:
+        if not self._copy_step():
+            return
+        self._copies[0].target.flush()
+        self._copies = []
+        command, env = worker_command(self.python, "run", str(self._folder.path))
+        self._runner = ProcessRunner(command, log=self.log, env=env)
+        self._runner.start()
+        self._enter(JobState.RUNNING, "Starting the background process")
+
+    def _follow_child(self) -> None:
+        outcome = self._runner.poll()
+        if self._runner.stage is not None and self._runner.stage != self.stage:
+            self._set_stage(self._runner.stage)
+        self.progress = self._runner.last_progress or (0, 0)
+        if outcome is None:
+            return
         if not outcome.succeeded:
             raise MedSRError(outcome.error)
-        result = read_volume(output_path)
-        with open(metadata_path, encoding="utf-8") as handle:
-            result.metadata = json.load(handle)
-        return result
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        self._copies = [SlabCopy(source, np.empty(source.shape, source.dtype), self.step_bytes)
+                        for source in (np.load(self._folder.array_path(name), mmap_mode="r")
+                                       for name in self.output_names)]
+        self._enter(JobState.IMPORTING, "Reading the result")
+
+    def _read_results(self) -> None:
+        if not self._copy_step():
+            return
+        self.results = {name: self._folder.volume(name, copy.target)
+                        for name, copy in zip(self.output_names, self._copies)}
+        self._deliver()
+        self._end(JobState.DONE, self.done_message())
+
+    def _deliver(self) -> None:
+        """Hand over ``results`` (last step of IMPORTING; an error here fails the job). Subclasses add them to a
+        scene."""
+
+    def done_message(self) -> str:
+        return "Done."
+
+    def status_text(self) -> str:
+        """One line for a progress label: the stage, how far it is and the time left; the message once ended."""
+        if not self.active:
+            return self.message
+        done, total = self.progress
+        if total <= 0:
+            return f"{self.stage}…"
+        remaining = estimate_remaining_seconds(time.monotonic() - self.stage_started, done, total)
+        return f"{self.stage}: {done}/{total}, about {format_duration(remaining)} left"
+
+    def _end(self, state: JobState, message: str) -> None:
+        if self._runner is not None and self._runner.is_running():
+            self._runner.cancel()
+        self._copies = []  # drop the memory maps first, so the folder can be removed on every platform
+        if self._folder is not None:
+            self._folder.remove()
+            self._folder = None
+        self.state, self.message = state, message
+
+
+def super_resolve_in_subprocess(volume: Volume, method: str = "bspline", scale=2, *, python: Optional[str] = None,
+                                progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
+                                log: Optional[LogCallback] = None, poll_interval_s: float = 0.05, **options) -> Volume:
+    """:func:`MedSRLib.super_resolve` in a background process (``python``, default this one), blocking until it ends.
+
+    For scripts and tests; a GUI drives a :class:`SuperResolveJob` from a timer instead. ``progress`` gets the
+    super-resolution's own progress. Raises :class:`Cancelled` when ``cancel()`` became true, :class:`MedSRError` with
+    one readable sentence on failure; the temporary files are removed whatever happens.
+    """
+    job = SuperResolveJob(volume, method, scale, options, python=python, log=log)
+    job.start()
+    reported = None
+    while job.active:
+        if cancel is not None and cancel():
+            job.cancel()
+            break
+        if job.poll() == JobState.RUNNING:
+            if progress is not None and job.progress != reported and job.progress[1] > 0:
+                reported = job.progress
+                progress(*reported)
+            time.sleep(poll_interval_s)
+    if job.state == JobState.CANCELLED:
+        raise Cancelled(job.message)
+    if job.state == JobState.FAILED:
+        raise MedSRError(job.message)
+    return job.results[RESULT]
+
+
+class DeviceProbe:
+    """Asks a background process which devices it can use and their free memory, and, given ``estimate`` (the
+    worker's ``probe --estimate`` request), how much memory that run would need; torch stays out of this process.
+
+    ``start()``, then ``poll()`` until it returns True; ``report`` is the worker's JSON (None if the probe failed,
+    ``error`` says why)."""
+
+    def __init__(self, estimate: Optional[dict] = None, python: Optional[str] = None):
+        arguments = ["probe"] + (["--estimate", json.dumps(estimate)] if estimate is not None else [])
+        command, env = worker_command(python, *arguments)
+        self._runner = ProcessRunner(command, env=env)
+        self.report: Optional[dict] = None
+        self.error: Optional[str] = None
+
+    def start(self) -> None:
+        self._runner.start()
+
+    def poll(self) -> bool:
+        outcome = self._runner.poll()
+        if outcome is None:
+            return False
+        self.report = self._runner.probe if outcome.succeeded else None
+        self.error = outcome.error
+        return True
+
+    def cancel(self) -> None:
+        if self._runner.is_running():
+            self._runner.cancel()

@@ -1,0 +1,198 @@
+"""The background process of :mod:`MedSRLib.apps.process`: ``python -m MedSRLib.apps.worker run FOLDER | probe``.
+
+``run FOLDER`` super-resolves the job folder's input as its request says (and, if asked, computes the cubic B-spline
+comparison on the same grid), writing the volumes back into the folder. ``probe`` reports the devices torch can use,
+their free memory and, with ``--estimate``, the memory a run would need; it is how the Slicer panel learns about GPUs
+without importing torch into Slicer. Progress, stages and probe reports are protocol lines on stdout; user errors end
+with ``medsr: error: <one sentence>`` on stderr and exit code 2, as in the ``medsr`` command.
+
+``MEDSR_EXTRA_METHODS`` (paths separated by ``os.pathsep``) names Python files to run before anything else, so the
+methods they register exist in this process too (the tests use it for methods that wait or fail on purpose).
+"""
+import argparse
+import json
+import math
+import os
+import runpy
+import sys
+import warnings
+from typing import Dict, Optional, Sequence
+
+from MedSRLib.errors import MedSRError
+from .process import PROBE_PREFIX, RESULT, COMPARISON, STAGE_PREFIX, JobFolder, format_progress_line
+
+EXIT_USER_ERROR = 2
+EXTRA_METHODS_VARIABLE = "MEDSR_EXTRA_METHODS"
+# Where each device's memory comes from: Apple GPUs share the computer's memory.
+MEMORY_POOL = {"cpu": "cpu", "mps": "cpu", "cuda": "cuda"}
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def report_progress(done: int, total: int) -> None:
+    say(format_progress_line(done, total))
+
+
+def run_job(folder: JobFolder) -> None:
+    from MedSRLib.api import super_resolve
+
+    request = folder.read_json(JobFolder.REQUEST)
+    say(f"{STAGE_PREFIX} Reading the input")
+    volume = folder.load_volume("input")
+    options = {name: tuple(value) if isinstance(value, list) else value
+               for name, value in request["options"].items()}
+    say(f"{STAGE_PREFIX} Super-resolving with {request['method']}")
+    result = super_resolve(volume, request["method"], request["scale"], progress=report_progress, **options)
+    folder.save_volume(RESULT, result)
+    if request["compare_bspline"]:
+        say(f"{STAGE_PREFIX} Computing the cubic B-spline comparison")
+        comparison = super_resolve(volume, "bspline", result.metadata["scale"], progress=report_progress,
+                                   output_dtype=options.get("output_dtype", "float32"))
+        folder.save_volume(COMPARISON, comparison)
+
+
+def available_memory_bytes() -> Optional[int]:
+    """The computer's memory free for a new allocation, or None where it cannot be told."""
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def probe_devices() -> Dict[str, dict]:
+    """``{device: {"available", "free_bytes", "detail"}}`` for cpu, cuda and mps; GPUs need torch."""
+    devices = {"cpu": {"available": True, "free_bytes": available_memory_bytes(), "detail": "the computer's memory"},
+               "cuda": {"available": False, "free_bytes": None, "detail": "PyTorch is not installed"},
+               "mps": {"available": False, "free_bytes": None, "detail": "PyTorch is not installed"}}
+    try:
+        import torch
+    except ImportError:
+        return devices
+    devices["cuda"]["detail"] = devices["mps"]["detail"] = "not present on this computer"
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        devices["cuda"] = {"available": True, "free_bytes": int(free), "detail": torch.cuda.get_device_name(0)}
+    if torch.backends.mps.is_available():
+        devices["mps"] = {"available": True, "free_bytes": devices["cpu"]["free_bytes"],
+                          "detail": "Apple GPU (shares the computer's memory)"}
+    return devices
+
+
+def resolve_device(choice: str, devices: Dict[str, dict]) -> str:
+    """The device a run with ``choice`` uses: 'auto' is CUDA, then MPS, then the CPU, as the engine picks."""
+    if choice != "auto":
+        return choice
+    return next(name for name in ("cuda", "mps", "cpu") if devices[name]["available"])
+
+
+def estimate_run_memory(method: str, shape: Sequence[int], scale, checkpoint: Optional[str] = None,
+                        patch=None, stride=None, batch_size: int = 4, device: str = "cpu") -> dict:
+    """``{"needs": bytes per memory pool ("cpu", "cuda"), "tiled": whether a network is tiled}``: what a run would need
+    at its peak for a (k, j, i) input ``shape``.
+
+    The host part is what :func:`MedSRLib.super_resolve` itself requires (the float32 output and normalised input);
+    for networks the engine's :func:`~MedSRLib.engine.tiling.estimate_memory` of the tiled pass is added, with the
+    tiling the method would use (the model's inference settings from its checkpoint header).
+    """
+    from MedSRLib.grid.geometry import output_shape, parse_scale
+
+    scale_xyz = parse_scale(scale)
+    out_shape = output_shape(shape, scale_xyz)
+    needs = {"cpu": 4 * (math.prod(out_shape) + math.prod(shape))}
+    tiled = _tiled_pass(method, shape, out_shape, scale_xyz, checkpoint, patch, stride, batch_size)
+    if tiled is not None:
+        from MedSRLib.engine.tiling import estimate_memory
+        image_shape, factors, options = tiled
+        pool = MEMORY_POOL[device]
+        needs[pool] = needs.get(pool, 0) + estimate_memory(image_shape, factors, options)
+    return {"needs": needs, "tiled": tiled is not None}
+
+
+def _tiled_pass(method_name, shape, out_shape, scale_xyz, checkpoint, patch, stride, batch_size):
+    """(image shape, factors, TilingOptions) of the network pass a method would tile, or None (interpolation).
+    Mirrors how ``methods.network`` and ``methods.per_scan`` set up ``run_tiled``."""
+    from MedSRLib.engine.through_plane import in_plane_axes, thick_axis_of
+    from MedSRLib.engine.tiling import TilingOptions
+    from MedSRLib.grid.geometry import array_factors
+    from MedSRLib.methods import RunSettings, get_method
+    from MedSRLib.methods.network import NetworkMethod
+    from MedSRLib.methods.per_scan import PerScanMethod
+    from MedSRLib.models.checkpoints import checkpoint_path, read_metadata
+    from MedSRLib.models.inference_settings import InferenceSettings
+
+    method = get_method(method_name)
+    if isinstance(method, PerScanMethod):
+        axes, slice_axis, model_patch, model_stride = "2d-through-plane", 0, None, None
+    elif isinstance(method, NetworkMethod):
+        source = method.model_source(scale_xyz, RunSettings(checkpoint=checkpoint))
+        settings = InferenceSettings.from_metadata(read_metadata(checkpoint_path(source)), str(source),
+                                                   method.setting_defaults())
+        axes, slice_axis = settings.axes, settings.slice_axis
+        model_patch, model_stride = settings.inference_patch, settings.inference_stride
+    else:
+        return None
+    common = {"stride": stride or model_stride or method.default_stride, "batch_size": batch_size,
+              "activation_factor": method.activation_factor}
+    patch = patch or model_patch or method.default_patch
+    if axes == "2d-through-plane":
+        # Slices through the thick axis of the volume interpolated onto the output grid (whole slices by default).
+        slice_axis = in_plane_axes(thick_axis_of(scale_xyz))[0]
+        whole_slice = tuple(size for axis, size in enumerate(out_shape) if axis != slice_axis)
+        return out_shape, (1, 1, 1), TilingOptions(patch=patch or whole_slice, mode="2d", slice_axis=slice_axis,
+                                                   **common)
+    options = TilingOptions(patch=patch, mode="3d" if axes == "3d" else "2d", slice_axis=slice_axis, **common)
+    if type(method).network_input is not NetworkMethod.network_input:
+        # The network runs on the input already interpolated onto the output grid (DCSRN).
+        return out_shape, (1, 1, 1), options
+    return tuple(shape), array_factors(scale_xyz), options
+
+
+def probe(estimate: Optional[dict]) -> dict:
+    report = {"devices": probe_devices(), "estimate": None, "estimate_error": None}
+    if estimate is not None:
+        device = resolve_device(estimate.pop("device", "auto"), report["devices"])
+        try:
+            report["estimate"] = {"device": device, **estimate_run_memory(device=device, **estimate)}
+        except MedSRError as error:
+            report["estimate_error"] = str(error)
+    return report
+
+
+def load_extra_methods() -> None:
+    for path in filter(None, os.environ.get(EXTRA_METHODS_VARIABLE, "").split(os.pathsep)):
+        runpy.run_path(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m MedSRLib.apps.worker")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the job in FOLDER").add_argument("folder")
+    probe_parser = commands.add_parser("probe", help="report devices, free memory and a run's memory estimate")
+    probe_parser.add_argument("--estimate", type=json.loads,
+                              help='JSON: {"method", "shape" (k, j, i), "scale", "checkpoint", "patch", "stride", '
+                                   '"batch_size", "device"}')
+    args = parser.parse_args(argv)
+    load_extra_methods()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *rest: print(f"medsr: warning: {message}", file=sys.stderr)
+        try:
+            if args.command == "run":
+                run_job(JobFolder(args.folder))
+            else:
+                say(f"{PROBE_PREFIX} {json.dumps(probe(args.estimate))}")
+        except MedSRError as error:
+            print(f"medsr: error: {error}", file=sys.stderr)
+            return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""The Slicer panel's states without Qt: VolumeNodeJob with the real background process against a real MRML scene
+(PyPI's slicer-core), stopped at every stage, and the panel's rules (scale, memory, devices, method choices)."""
+import os
+import re
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MedSRLib.apps.panel import (MethodChoice, ScaleSuggestion, estimate_request, find_choice, format_stored_scale,
+    memory_advice, method_choices, parse_stored_scale, run_options, suggest_scale, unavailable_devices, update_scale)
+from MedSRLib.apps.process import CANCELLED_MESSAGE, JobState
+
+slicer = pytest.importorskip("slicer", reason="needs PyPI's slicer-core (pip install slicer-core)")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the installed 'slicer' package is not slicer-core (pip install slicer-core)", allow_module_level=True)
+
+from MedSRLib.apps.mrml import INPUT_REMOVED_MESSAGE, SCENE_CLOSED_MESSAGE, VolumeNodeJob  # noqa: E402
+
+MODULE_FILE = Path(__file__).resolve().parents[1] / "MedSR" / "MedSR.py"
+# Methods the background process registers through MEDSR_EXTRA_METHODS: one waits to be stopped (so a test can act
+# while the child is surely running), one fails after its first progress step.
+TEST_METHODS = textwrap.dedent('''
+    import time
+    from MedSRLib.errors import MedSRError
+    from MedSRLib.methods.base import Method, register
+    from MedSRLib.progress import report
+
+    @register
+    class WaitsToBeStopped(Method):
+        name = "test-wait"
+
+        def run(self, image, scale_xyz, spacing, settings):
+            report(0, 10, settings.progress)
+            time.sleep(600)
+
+    @register
+    class FailsMidway(Method):
+        name = "test-fail"
+
+        def run(self, image, scale_xyz, spacing, settings):
+            report(1, 2, settings.progress)
+            raise MedSRError("The test method failed midway.")
+''')
+
+
+@pytest.fixture
+def scene():
+    scene = slicer.vtkMRMLScene()
+    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)  # as in Slicer, where it always exists
+    return scene
+
+
+@pytest.fixture
+def input_node(scene):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "thick")
+    node.SetSpacing(1.0, 1.0, 3.0)
+    node.SetOrigin(10.0, -20.0, 5.0)
+    slicer.util.updateVolumeFromArray(node, np.arange(6 * 8 * 10, dtype=np.float32).reshape(6, 8, 10))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+@pytest.fixture
+def job_folders(tmp_path, monkeypatch):
+    """Where the jobs' temporary folders go (checked empty after each job); the test methods registered."""
+    methods = tmp_path / "test_methods.py"
+    methods.write_text(TEST_METHODS)
+    monkeypatch.setenv("MEDSR_EXTRA_METHODS", str(methods))
+    folders = tmp_path / "jobs"
+    folders.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folders))
+    return folders
+
+
+def node_ids(scene):
+    return sorted(scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes()))
+
+
+def make_job(node, method="bspline", **options):
+    """A job that moves one k-slice per poll, so every stage lasts several polls."""
+    slice_bytes = 8 * 10 * 4
+    return VolumeNodeJob(node, method, (1, 1, 3), {"device": "cpu"}, step_bytes=slice_bytes, **options)
+
+
+def poll_while(job, condition, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while job.active and condition(job):
+        assert time.monotonic() < deadline, f"stuck in {job.state} ({job.stage})"
+        if job.poll() == JobState.RUNNING:
+            time.sleep(0.01)
+
+
+def assert_child_gone(job):
+    if job.child_pid is not None:
+        with pytest.raises(ProcessLookupError):
+            os.kill(job.child_pid, 0)
+
+
+def scene_observed(scene):
+    return scene.HasObserver(scene.StartCloseEvent), scene.HasObserver(scene.NodeRemovedEvent)
+
+
+def assert_ended_cleanly(job, scene, nodes_before, folders, state, message):
+    assert (job.state, job.message) == (state, message)
+    assert set(node_ids(scene)) <= set(nodes_before)   # no output node, not even half of one
+    assert job.resultNodes == {}
+    assert_child_gone(job)
+    assert list(folders.iterdir()) == []               # the job folder is gone
+
+
+# --- VolumeNodeJob ----------------------------------------------------------------------------------------------------
+
+def test_success_adds_the_result_and_the_bspline_comparison(scene, input_node, job_folders):
+    job = make_job(input_node, "linear", compare_bspline=True)
+    job.start()
+    states = []
+    poll_while(job, lambda job: states.append(job.state) or True)
+    assert job.state == JobState.DONE, job.message
+    assert [state for n, state in enumerate(states) if n == 0 or states[n - 1] != state] == [
+        JobState.PREPARING, JobState.RUNNING, JobState.IMPORTING]
+    result, comparison = job.resultNodes["result"], job.resultNodes["comparison"]
+    assert job.message == "Done: thick linear x1x1x3"
+    assert (result.GetName(), comparison.GetName()) == ("thick linear x1x1x3", "thick bspline x1x1x3")
+    assert result.GetAttribute("MedSR.method") == "linear" and comparison.GetAttribute("MedSR.method") == "bspline"
+    assert result.GetAttribute("MedSR.scale") == "1,1,3"
+    for node in (result, comparison):
+        assert node.GetScene() is scene
+        assert node.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
+        assert node.GetOrigin() == pytest.approx((10.0, -20.0, 4.0))  # corner aligned: one output voxel back along k
+        assert slicer.util.arrayFromVolume(node).shape == (18, 8, 10)
+    # Output slice 3m + 1 sits on input slice m.
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(comparison)[1::3], slicer.util.arrayFromVolume(input_node),
+                               atol=1e-3)
+    assert_child_gone(job)
+    assert list(job_folders.iterdir()) == []
+
+
+def test_failure_midway_is_one_sentence_and_adds_nothing(scene, input_node, job_folders):
+    before, observed = node_ids(scene), scene_observed(scene)
+    job = make_job(input_node, "test-fail")
+    job.start()
+    poll_while(job, lambda job: True)
+    assert job.progress == (1, 2)  # it failed after its first step
+    assert_ended_cleanly(job, scene, before, job_folders, JobState.FAILED, "The test method failed midway.")
+    assert node_ids(scene) == before and scene_observed(scene) == observed  # the job stopped watching the scene
+
+
+def test_results_are_added_all_or_none(scene, input_node, job_folders, monkeypatch):
+    """The comparison cannot be added after the result was: the result goes again, with its display node."""
+    from MedSRLib.apps import mrml
+    add = mrml.addVolumeNodeLike
+
+    def fail_for_the_comparison(volume, reference, name, attributes):
+        if attributes["method"] == "bspline":
+            raise RuntimeError("no room for the comparison")
+        return add(volume, reference, name, attributes)
+    monkeypatch.setattr(mrml, "addVolumeNodeLike", fail_for_the_comparison)
+    before = node_ids(scene)
+    job = make_job(input_node, "linear", compare_bspline=True)
+    job.start()
+    poll_while(job, lambda job: True)
+    assert_ended_cleanly(job, scene, before, job_folders, JobState.FAILED,
+                         "The processing failed unexpectedly (RuntimeError: no room for the comparison).")
+    assert node_ids(scene) == before
+
+
+def test_bad_input_fails_at_start(scene, job_folders):
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(labels, np.zeros((2, 3, 4), dtype=np.uint8))
+    before = node_ids(scene)
+    job = make_job(labels)
+    assert job.start() == JobState.FAILED
+    assert "label map" in job.message and job.child_pid is None
+    assert node_ids(scene) == before and list(job_folders.iterdir()) == []
+
+
+@pytest.mark.parametrize("method, stage, ready", [
+    ("bspline", JobState.PREPARING, lambda job: job.progress[0] >= 2),     # input partly written, no child yet
+    ("test-wait", JobState.RUNNING, lambda job: job.progress == (0, 10)),  # the child is computing
+    ("bspline", JobState.IMPORTING, lambda job: job.progress[0] >= 2),     # result partly read back
+], ids=["preparing", "running", "importing"])
+@pytest.mark.parametrize("stop, message", [
+    (lambda job, scene, node: job.cancel(), CANCELLED_MESSAGE),
+    (lambda job, scene, node: scene.RemoveNode(node), INPUT_REMOVED_MESSAGE),
+    (lambda job, scene, node: scene.Clear(0), SCENE_CLOSED_MESSAGE),
+], ids=["cancel", "input-removed", "scene-cleared"])
+def test_stopping_at_every_stage_leaves_the_scene_as_it_was(scene, input_node, job_folders, method, stage, ready,
+                                                            stop, message):
+    before, observed = node_ids(scene), scene_observed(scene)
+    job = make_job(input_node, method)
+    job.start()
+    poll_while(job, lambda job: not (job.state == stage and ready(job)))
+    assert job.state == stage, job.message
+    if stage == JobState.RUNNING:
+        os.kill(job.child_pid, 0)  # alive
+    stop(job, scene, input_node)
+    assert job.state == JobState.CANCELLED  # at once, from the scene's event: no poll needed
+    assert job.poll() == JobState.CANCELLED
+    assert_ended_cleanly(job, scene, before, job_folders, JobState.CANCELLED, message)
+    if message == CANCELLED_MESSAGE:
+        assert node_ids(scene) == before
+    assert scene_observed(scene) == observed
+
+
+# --- the panel's rules ------------------------------------------------------------------------------------------------
+
+MODEL = MethodChoice("net-x2", "net-x2 (net)", "net", "net-x2", "A ×2 model.", (2.0, 2.0, 2.0), True)
+THICK = (1.0, 1.0, 3.0)
+
+
+class PanelScale:
+    """The parameter node's scale fields as MedSRWidget.updateScale drives them."""
+
+    def __init__(self):
+        self.scale, self.suggested = (2.0, 2.0, 2.0), ""
+        self.choice, self.spacing = find_choice(method_choices(), "bspline"), None
+
+    def changed(self, choice=None, spacing=None):
+        self.choice, self.spacing = choice or self.choice, spacing or self.spacing
+        update = update_scale(self.scale, parse_stored_scale(self.suggested), suggest_scale(self.choice, self.spacing))
+        self.scale, self.suggested = update.scale, format_stored_scale(update.suggested)
+        return update
+
+
+def test_a_models_scale_wins_over_the_thick_axis_guess_in_either_click_order():
+    input_first, model_first = PanelScale(), PanelScale()
+    assert input_first.changed(spacing=THICK).scale == (1.0, 1.0, 3.0)
+    assert input_first.changed(choice=MODEL).scale == (2.0, 2.0, 2.0)
+    model_first.changed(choice=MODEL)
+    assert model_first.changed(spacing=THICK).scale == (2.0, 2.0, 2.0)
+    # Back to an interpolation method: the guess applies again.
+    assert model_first.changed(choice=find_choice(method_choices(), "lanczos")).scale == (1.0, 1.0, 3.0)
+
+
+def test_the_users_scale_is_kept():
+    panel = PanelScale()
+    panel.changed(spacing=THICK)
+    panel.scale = (1.0, 1.0, 4.0)  # typed by the user
+    update = panel.changed(choice=MODEL)
+    assert update.scale == (1.0, 1.0, 4.0)
+    assert update.note == "net-x2 is trained for ×2×2×2. Suggested ×2×2×2; your scale is kept."
+    assert panel.changed(spacing=(0.5, 0.5, 2.0)).scale == (1.0, 1.0, 4.0)
+    panel.scale = (1.0, 1.0, 3.0)  # back to the panel's last suggestion: suggestions apply again
+    assert panel.changed(choice=find_choice(method_choices(), "bspline")).scale == (1.0, 1.0, 4.0)
+
+
+def test_suggestions_are_rounded_like_the_spin_boxes():
+    suggestion = suggest_scale(None, (0.9, 0.9, 1.2))
+    assert suggestion == ScaleSuggestion((1.0, 1.0, 1.33), "Thick axis: K, factor 1.3333 (from spacing).")
+    # The spin box shows 1.33, so the panel still counts the scale as its own suggestion.
+    assert update_scale((1.0, 1.0, 1.33), (1.0, 1.0, 1.33), suggest_scale(None, (1, 1, 1))).scale == (2.0, 2.0, 2.0)
+    assert suggest_scale(None, None).reason == "No input yet."
+    assert suggest_scale(None, (1, 1, 1.1)).scale == (2.0, 2.0, 2.0)
+
+
+def test_method_choices_and_run_options():
+    from MedSRLib.methods import list_methods
+    from MedSRLib.models.catalog import list_models
+    choices = method_choices()
+    assert [choice.key for choice in choices] == [info["name"] for info in list_methods()] + [
+        model.name for model in list_models()]
+    for model in list_models():
+        choice = find_choice(choices, model.name)
+        assert (choice.method, choice.checkpoint, choice.scale) == (model.method, model.name, model.scales.default())
+    assert not find_choice(choices, "bspline").learned and find_choice(choices, "nope") is None
+    assert run_options(0, 0, "gaussian", 4, "auto") == {"blend": "gaussian", "batch_size": 4, "device": "auto"}
+    options = run_options(32, 24, "average", 2, "cpu")
+    assert (options["patch"], options["stride"]) == (32, 24)
+    assert estimate_request(MODEL, (6, 8, 10), (2.0, 2.0, 2.0), options) == {
+        "method": "net", "checkpoint": "net-x2", "shape": [6, 8, 10], "scale": [2.0, 2.0, 2.0],
+        "patch": 32, "stride": 24, "batch_size": 2, "device": "cpu"}
+
+
+def probe_report(device, needs, tiled=True, cuda_free=None):
+    gib = 2 ** 30
+    return {"devices": {"cpu": {"available": True, "free_bytes": 16 * gib, "detail": "the computer's memory"},
+                        "cuda": {"available": cuda_free is not None, "free_bytes": cuda_free,
+                                 "detail": "not present on this computer"},
+                        "mps": {"available": False, "free_bytes": None, "detail": "PyTorch is not installed"}},
+            "estimate": {"device": device, "needs": {pool: size * gib for pool, size in needs.items()},
+                         "tiled": tiled},
+            "estimate_error": None}
+
+
+def test_memory_warning_names_the_fix():
+    gib = 2 ** 30
+    text, warning = memory_advice(probe_report("cuda", {"cpu": 1, "cuda": 9.5}, cuda_free=6 * gib))
+    assert warning
+    assert text == ("Needs about 1.0 GiB of the computer's memory (16.0 GiB free) and about 9.5 GiB of the cuda GPU "
+                    "(6.0 GiB free), running on cuda. That is more than the cuda GPU has free: choose a smaller patch "
+                    "size or batch, run on the CPU or crop the volume to the region of interest with the Crop Volume "
+                    "module first.")
+    text, warning = memory_advice(probe_report("cpu", {"cpu": 20}, tiled=False))
+    assert warning and "choose a lower scale or crop the volume" in text and "CPU" not in text
+    assert memory_advice(probe_report("cpu", {"cpu": 2})) == (
+        "Needs about 2.0 GiB of the computer's memory (16.0 GiB free), running on cpu.", False)
+    failed = dict(probe_report("cpu", {}), estimate=None, estimate_error="No trained model for 'x'.")
+    assert memory_advice(failed) == ("No estimate: No trained model for 'x'.", False)
+    assert unavailable_devices(failed) == {"cuda": "not present on this computer", "mps": "PyTorch is not installed"}
+
+
+def test_the_slicer_module_never_imports_torch():
+    """Devices are probed in the background process; torch in Slicer's process would also pin its memory there."""
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert not re.search(r"^\s*(import|from)\s+torch\b|import_module\(\s*['\"]torch|find_spec\(\s*['\"]torch",
+                         source, re.MULTILINE)
