@@ -1,8 +1,10 @@
 """MedSR: deep-learning super-resolution of MRI and CT volumes in 3D Slicer.
 
-The module stays thin: geometry and scene handling live in ``MedSRLib.mrml``, the background process in
-``MedSRLib.process`` (run with PythonSlicer so Slicer stays responsive), methods and models come from the library's
-registry and catalog.
+The module stays thin. Every panel setting is in a parameter node (saved with the scene); the panel's rules (method
+choices, which scale to show, memory advice) are in ``MedSRLib.apps.panel``; a run is a
+``MedSRLib.apps.mrml.VolumeNodeJob``, whose background PythonSlicer process does the work while a QTimer advances the
+job one short step at a time, so Slicer never waits. Nothing here imports torch: devices and free memory are probed in
+the background process.
 """
 import importlib.util
 import os
@@ -10,12 +12,15 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Annotated
 
 import qt
 import slicer
 import vtk
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
 
 try:
     import MedSRLib  # noqa: F401  (installed beside this module)
@@ -27,6 +32,7 @@ except ModuleNotFoundError:
 LIBRARY_REQUIREMENTS = {"scipy": "scipy", "skimage": "scikit-image", "safetensors": "safetensors>=0.4",
                         "tqdm": "tqdm"}
 DEVICES = ("auto", "cuda", "mps", "cpu")
+BLENDS = ("gaussian", "average", "crop-margin")
 # The torch MedSR is tested with, pinned in every install path (pyproject, CI, here); PyTorchUtils picks the CUDA build.
 TORCH_REQUIREMENT = "==2.13.0"
 METRIC_ROWS = (("psnr", "PSNR (dB)"), ("psnr_foreground", "PSNR foreground (dB)"), ("ssim", "SSIM"),
@@ -35,6 +41,11 @@ COMPARE_LAYOUT_ID = 50721  # any number unused by Slicer's built-in layouts
 COMPARE_VIEW_NAMES = ("Red", "Yellow", "Green")
 # The slice orientation that shows a thick axis (dominant RAS axis R, A or S) in-plane, so its gain is visible.
 ORIENTATION_SHOWING_AXIS = ("Axial", "Sagittal", "Coronal")
+JOB_POLL_INTERVAL_MS = 20
+PROBE_POLL_INTERVAL_MS = 200
+# Settings that change a run's memory need are probed this long after the last change.
+ESTIMATE_DELAY_MS = 600
+MEMORY_WARNING_STYLE = "color: #c05000"
 
 
 class MedSR(ScriptedLoadableModule):
@@ -46,12 +57,34 @@ class MedSR(ScriptedLoadableModule):
         self.parent.contributors = ["MedSR contributors"]
         self.parent.helpText = (
             "Super-resolve an MRI or CT volume with interpolation baselines or learned networks (3D patch, 2D slice and "
-            "per-scan self-supervised methods). Choose the input, the method and the scale per axis (the thick axis is "
-            "pre-filled from the spacing), then click Super-resolve. Processing runs in a background process and can be "
-            "cancelled. See the <a href='https://github.com/medsr/MedSR'>MedSR documentation</a>.")
+            "per-scan self-supervised methods). Choose the input, the method and the scale per axis (a model's own "
+            "scale or the thick axis is suggested; a scale you set is kept), then click Super-resolve. The work runs "
+            "in a background process with progress and Cancel; the settings are saved with the scene. The README of "
+            "the MedSR source describes the methods and their measured gains.")
         self.parent.acknowledgementText = (
             "MedSR implements published super-resolution methods (three-player GAN, TransMRSR, MIASSR/RDST, CLADE); "
             "see the README for the references.")
+
+
+@parameterNodeWrapper
+class MedSRParameterNode:
+    """Every panel setting. ``method`` is a MedSRLib.apps.panel.MethodChoice key (a method or a catalog model);
+    ``suggestedScale`` is the scale the panel last filled in itself ("x,y,z"), so any other scale is the user's."""
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    method: str = "bspline"
+    scaleX: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
+    scaleY: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
+    scaleZ: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
+    suggestedScale: str = ""
+    patch: Annotated[int, WithinRange(0, 512)] = 0
+    stride: Annotated[int, WithinRange(0, 512)] = 0
+    blend: Annotated[str, Choice(BLENDS)] = "gaussian"
+    batchSize: Annotated[int, WithinRange(1, 64)] = 4
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    compare: bool = True
+    bsplineView: bool = False
+    nearestDisplay: bool = True
+    referenceVolume: slicer.vtkMRMLScalarVolumeNode
 
 
 def missingRequirements():
@@ -75,7 +108,8 @@ def installRequirements(requirements):
 
 
 def ensurePyTorch():
-    """Make torch importable through the PyTorch extension, asking before the (large) download."""
+    """Make torch importable in the background process through the PyTorch extension, asking before the (large)
+    download. Only PyTorchUtils is imported here, never torch."""
     from MedSRLib.errors import MedSRError
     try:
         import PyTorchUtils
@@ -89,41 +123,33 @@ def ensurePyTorch():
                          "method or click Super-resolve again to install it.")
 
 
-def availableDevices():
-    """The devices of DEVICES this computer can use ('auto' and 'cpu' always; GPUs only with PyTorch installed)."""
-    available = {"auto", "cpu"}
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-        if torch.cuda.is_available():
-            available.add("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            available.add("mps")
-    return available
+def backgroundPython():
+    """PythonSlicer, which runs the background process with Slicer's Python environment."""
+    from MedSRLib.errors import MedSRError
+    python = shutil.which("PythonSlicer")
+    if python is None:
+        raise MedSRError("PythonSlicer was not found next to Slicer; reinstall Slicer.")
+    return python
 
 
-def methodChoices():
-    """(label, method, checkpoint, description, default scale or None) for every registered method and every catalog
-    model."""
-    from MedSRLib import list_methods
-    choices = [(info["name"], info["name"], None, f"{info['description']} Scales: {info['scales']}.", None)
-               for info in list_methods()]
-    from MedSRLib.models.catalog import list_models
-    for model in list_models():
-        description = (f"{model.description} Modality: {model.modality}, contrast: {model.contrast}, trained on "
-                       f"{model.domain}. Scales: {model.scales.describe()}.")
-        choices.append((f"{model.name} ({model.method})", model.method, model.name, description,
-                        model.scales.default()))
-    return choices
-
-
-class MedSRWidget(ScriptedLoadableModuleWidget):
+class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
         self.logic = None
         self.ui = None
         self.choices = []
-        self.running = False
-        self.cancelRequested = False
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._suggestionBasis = None   # (input node ID, method key) the scale was last suggested for
+        self._estimateBasis = None     # the settings the memory estimate is for
+        self.memoryWarning = None      # the estimate's warning for _estimateBasis, if any
+        self.unavailableDevices = {}   # device → why not, from the last probe
+        self.probe = None
+        self.probeBasis = None         # the settings the running probe estimates
+        self.probeTimer = None
+        self.estimateDelayTimer = None
+        self.memoryLabel = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -140,122 +166,238 @@ class MedSRWidget(ScriptedLoadableModuleWidget):
             self.ui.applyButton.enabled = False
             return
 
-        self.choices = methodChoices()
-        for label, *_ in self.choices:
-            self.ui.methodComboBox.addItem(label)
-        self.populateDevices()
+        from MedSRLib.apps.panel import method_choices
+        self.choices = method_choices()
+        for choice in self.choices:
+            self.ui.methodComboBox.addItem(choice.label)
+        self.memoryLabel = qt.QLabel("Choose an input volume.")
+        self.memoryLabel.wordWrap = True
+        self.ui.inputsCollapsibleButton.layout().addRow("Memory:", self.memoryLabel)
+        self.probeTimer = qt.QTimer()
+        self.probeTimer.setInterval(PROBE_POLL_INTERVAL_MS)
+        self.probeTimer.timeout.connect(self.pollProbe)
+        self.estimateDelayTimer = qt.QTimer()
+        self.estimateDelayTimer.setSingleShot(True)
+        self.estimateDelayTimer.setInterval(ESTIMATE_DELAY_MS)
+        self.estimateDelayTimer.timeout.connect(self.startProbe)
 
-        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
-        self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodComboBoxChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.nearestDisplayCheckBox.connect("toggled(bool)", self.onNearestDisplayToggled)
-        self.onMethodChanged(self.ui.methodComboBox.currentIndex)
-        self.onInputChanged(self.ui.inputSelector.currentNode())
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
+        self.estimateDelayTimer.start()  # the devices (and the estimate, if there is an input) soon after opening
 
-    def populateDevices(self):
-        available = availableDevices()
-        model = self.ui.deviceComboBox.model()
-        for index, device in enumerate(DEVICES):
-            self.ui.deviceComboBox.addItem(device)
-            if device not in available:
-                model.item(index).setEnabled(False)
-                model.item(index).setToolTip(f"No {device} device is available (or PyTorch is not installed yet).")
+    def cleanup(self):
+        """Called when the application closes or the module is reloaded: nothing may outlive the panel."""
+        if self.logic is not None:
+            self.logic.stopJob()
+        for timer in (self.probeTimer, self.estimateDelayTimer):
+            if timer is not None:
+                timer.stop()
+        if self.probe is not None:
+            self.probe.cancel()
+        self.removeObservers()
+
+    def enter(self):
+        if self.choices:  # empty when the required packages are missing
+            self.initializeParameterNode()
+
+    def exit(self):
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event):
+        # A running job watches its scene and stops itself, with its own message, when the scene closes.
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered and self.choices:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode = parameterNode
+        if parameterNode is None:
+            return
+        ui = self.ui
+        self._parameterNodeGuiTag = parameterNode.connectParametersToGui({
+            "inputVolume": ui.inputSelector, "scaleX": ui.scaleXSpinBox, "scaleY": ui.scaleYSpinBox,
+            "scaleZ": ui.scaleZSpinBox, "patch": ui.patchSpinBox, "stride": ui.strideSpinBox,
+            "blend": ui.blendComboBox, "batchSize": ui.batchSpinBox, "device": ui.deviceComboBox,
+            "compare": ui.compareCheckBox, "bsplineView": ui.bsplineViewCheckBox,
+            "nearestDisplay": ui.nearestDisplayCheckBox, "referenceVolume": ui.referenceSelector})
+        self.showDeviceAvailability()  # connecting refilled the device list
+        self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.onParameterNodeModified()
 
     def currentChoice(self):
-        index = self.ui.methodComboBox.currentIndex
-        return self.choices[index] if 0 <= index < len(self.choices) else None
+        from MedSRLib.apps.panel import find_choice
+        return find_choice(self.choices, self._parameterNode.method) or self.choices[0]
 
-    def onMethodChanged(self, index):
+    def onMethodComboBoxChanged(self, index):
+        if self._parameterNode is not None and 0 <= index < len(self.choices):
+            self._parameterNode.method = self.choices[index].key
+
+    def onParameterNodeModified(self, caller=None, event=None):
+        parameters = self._parameterNode
         choice = self.currentChoice()
-        if choice is None:
-            return
-        _, _, _, description, scale = choice
-        self.ui.methodDescriptionLabel.text = description
-        if scale:
-            self.setScale(scale)
+        index = self.choices.index(choice)
+        if self.ui.methodComboBox.currentIndex != index:
+            wasBlocked = self.ui.methodComboBox.blockSignals(True)
+            self.ui.methodComboBox.currentIndex = index
+            self.ui.methodComboBox.blockSignals(wasBlocked)
+        self.ui.methodDescriptionLabel.text = choice.description
+        suggestionBasis = (parameters.inputVolume.GetID() if parameters.inputVolume else None, choice.key)
+        if suggestionBasis != self._suggestionBasis:
+            self._suggestionBasis = suggestionBasis
+            self.updateScale(choice)
+        if self.estimateBasis() != self._estimateBasis:
+            self.memoryLabel.text = "Estimating…" if parameters.inputVolume else "Choose an input volume."
+            self.memoryLabel.styleSheet = ""
+            self.memoryWarning = None
+            self.estimateDelayTimer.start()
+        self.updateApplyButton()
 
-    def onInputChanged(self, inputNode):
-        self.ui.applyButton.enabled = inputNode is not None and not self.running
-        if inputNode is None:
-            return
-        from MedSRLib.grid.geometry import detect_thick_axis
-        thick = detect_thick_axis(inputNode.GetSpacing())
-        if thick is None:
-            self.ui.thickAxisLabel.text = "Isotropic input: the same factor on every axis."
-            self.setScale((2.0, 2.0, 2.0))
-        else:
-            self.ui.thickAxisLabel.text = f"Thick axis: {'IJK'[thick.axis]}, factor {thick.factor:g} (from spacing)."
-            self.setScale(thick.scale())
-
-    def setScale(self, scale):
-        for spinBox, value in zip((self.ui.scaleXSpinBox, self.ui.scaleYSpinBox, self.ui.scaleZSpinBox), scale):
-            spinBox.value = value
+    def updateScale(self, choice):
+        """Show the model's scale or the input's thick-axis guess, unless the user set a scale of their own."""
+        from MedSRLib.apps.panel import format_stored_scale, parse_stored_scale, suggest_scale, update_scale
+        parameters = self._parameterNode
+        spacing = parameters.inputVolume.GetSpacing() if parameters.inputVolume else None
+        update = update_scale(self.scale(), parse_stored_scale(parameters.suggestedScale),
+                              suggest_scale(choice, spacing))
+        with slicer.util.NodeModify(parameters):
+            parameters.scaleX, parameters.scaleY, parameters.scaleZ = update.scale
+            parameters.suggestedScale = format_stored_scale(update.suggested)
+        self.ui.thickAxisLabel.text = update.note
 
     def scale(self):
-        return (self.ui.scaleXSpinBox.value, self.ui.scaleYSpinBox.value, self.ui.scaleZSpinBox.value)
+        return (self._parameterNode.scaleX, self._parameterNode.scaleY, self._parameterNode.scaleZ)
 
     def runOptions(self):
-        """The advanced options, leaving out those left at 'method default'."""
-        options = {"blend": self.ui.blendComboBox.currentText, "batch_size": self.ui.batchSpinBox.value,
-                   "device": self.ui.deviceComboBox.currentText}
-        if self.ui.patchSpinBox.value > 0:
-            options["patch"] = self.ui.patchSpinBox.value
-        if self.ui.strideSpinBox.value > 0:
-            options["stride"] = self.ui.strideSpinBox.value
-        return options
+        from MedSRLib.apps.panel import run_options
+        parameters = self._parameterNode
+        return run_options(parameters.patch, parameters.stride, parameters.blend, parameters.batchSize,
+                           parameters.device)
+
+    def updateApplyButton(self):
+        running = self.logic.job is not None and self.logic.job.active
+        self.ui.applyButton.text = "Cancel" if running else "Super-resolve"
+        self.ui.applyButton.enabled = running or (self._parameterNode is not None
+                                                  and self._parameterNode.inputVolume is not None)
+
+    # --- devices and memory, probed in the background process ---------------------------------------------------
+
+    def estimateBasis(self):
+        inputVolume = self._parameterNode.inputVolume
+        if inputVolume is None or inputVolume.GetImageData() is None:
+            return None
+        return (inputVolume.GetID(), inputVolume.GetImageData().GetDimensions(), self.currentChoice().key,
+                self.scale(), tuple(sorted(self.runOptions().items())))
+
+    def startProbe(self):
+        """Probe the devices, with the memory estimate of the current settings when there is an input."""
+        from MedSRLib.apps.panel import estimate_request
+        from MedSRLib.apps.process import DeviceProbe
+        from MedSRLib.errors import MedSRError
+        if self.probe is not None:
+            self.probe.cancel()
+        basis = self.estimateBasis() if self._parameterNode is not None else None
+        request = None
+        if basis is not None:
+            shape = tuple(reversed(self._parameterNode.inputVolume.GetImageData().GetDimensions()))
+            request = estimate_request(self.currentChoice(), shape, self.scale(), self.runOptions())
+        try:
+            self.probe = DeviceProbe(request, python=backgroundPython())
+            self.probe.start()
+        except (MedSRError, OSError) as error:  # the panel still works; only the estimate is missing
+            self.probe = None
+            self.memoryLabel.text = f"No estimate ({error})."
+            return
+        self.probeBasis = basis
+        self.probeTimer.start()
+
+    def pollProbe(self):
+        from MedSRLib.apps.panel import memory_advice, unavailable_devices
+        if self.probe is None or not self.probe.poll():
+            return
+        self.probeTimer.stop()
+        probe, self.probe = self.probe, None
+        if probe.report is None:
+            self.memoryLabel.text = f"No estimate ({probe.error})."
+            return
+        self.unavailableDevices = unavailable_devices(probe.report)
+        self.showDeviceAvailability()
+        if self.probeBasis is not None and self.probeBasis == self.estimateBasis():
+            text, warning = memory_advice(probe.report)
+            self._estimateBasis = self.probeBasis
+            self.memoryWarning = text if warning else None
+            self.memoryLabel.text = text
+            self.memoryLabel.styleSheet = MEMORY_WARNING_STYLE if warning else ""
+
+    def showDeviceAvailability(self):
+        model = self.ui.deviceComboBox.model()
+        for index, device in enumerate(DEVICES):
+            reason = self.unavailableDevices.get(device)
+            model.item(index).setEnabled(reason is None)
+            model.item(index).setToolTip(f"Not available: {reason}." if reason else "")
+
+    # --- running ------------------------------------------------------------------------------------------------
 
     def onApplyButton(self):
-        if self.running:
-            self.cancelRequested = True
-            self.ui.applyButton.enabled = False
-            self.appendLog("Cancelling…")
+        from MedSRLib.errors import MedSRError
+        if self.logic.job is not None and self.logic.job.active:
+            self.logic.job.cancel()
             return
-        inputNode = self.ui.inputSelector.currentNode()
-        _, method, checkpoint, _, _ = self.currentChoice()
-        self.running, self.cancelRequested = True, False
-        self.ui.applyButton.text = "Cancel"
-        self.ui.progressBar.value = 0
+        parameters = self._parameterNode
+        choice = self.currentChoice()
+        if self.memoryWarning is not None and self.estimateBasis() == self._estimateBasis \
+                and not slicer.app.commandOptions().testingEnabled \
+                and not slicer.util.confirmOkCancelDisplay(f"{self.memoryWarning}\n\nRun anyway?", windowTitle="MedSR"):
+            return
         self.ui.logTextEdit.clear()
-        started = time.monotonic()
-        from MedSRLib.errors import Cancelled, MedSRError
+        self.ui.metricsTable.visible = False
         try:
-            resultNode = self.logic.process(
-                inputNode, method, self.scale(), checkpoint=checkpoint,
-                progress=lambda done, total: self.showProgress(done, total, started),
-                log=self.appendLog, cancel=lambda: self.cancelRequested, **self.runOptions())
-            self.showResult(inputNode, resultNode)
-        except Cancelled:
-            self.ui.etaLabel.text = "Cancelled; nothing was added to the scene."
+            self.logic.startJob(parameters.inputVolume, choice.method, self.scale(), checkpoint=choice.checkpoint,
+                                compareBSpline=parameters.compare and parameters.bsplineView, log=self.appendLog,
+                                onUpdate=self.onJobUpdate, **self.runOptions())
         except MedSRError as error:
-            self.ui.etaLabel.text = "Failed; see the message."
             slicer.util.errorDisplay(str(error), windowTitle="MedSR")
-        finally:
-            self.running = False
-            self.ui.applyButton.text = "Super-resolve"
-            self.ui.applyButton.enabled = True
 
-    def showProgress(self, done, total, started):
-        from MedSRLib.apps.process import estimate_remaining_seconds, format_duration
+    def onJobUpdate(self, job):
+        from MedSRLib.apps.process import JobState
+        done, total = job.progress
         self.ui.progressBar.maximum = max(total, 1)
-        self.ui.progressBar.value = done
-        remaining = estimate_remaining_seconds(time.monotonic() - started, done, total)
-        self.ui.etaLabel.text = f"{done}/{total}, about {format_duration(remaining)} left"
+        self.ui.progressBar.value = done if job.active else self.ui.progressBar.maximum
+        self.ui.etaLabel.text = job.status_text()
+        self.updateApplyButton()
+        if job.state == JobState.DONE:
+            self.showResult(job)
+        elif job.state == JobState.FAILED:
+            slicer.util.errorDisplay(job.message, windowTitle="MedSR")
 
     def appendLog(self, line):
         self.ui.logTextEdit.appendPlainText(line)
 
-    def showResult(self, inputNode, resultNode):
-        self.ui.etaLabel.text = f"Done: {resultNode.GetName()}"
-        shown = [inputNode, resultNode]
-        if self.ui.compareCheckBox.checked and self.ui.bsplineViewCheckBox.checked \
-                and resultNode.GetAttribute("MedSR.method") != "bspline":
-            shown.insert(1, self.logic.process(inputNode, "bspline", self.scale(), background=False))
-        if self.ui.compareCheckBox.checked:
+    def showResult(self, job):
+        from MedSRLib.apps.process import COMPARISON, RESULT
+        parameters = self.logic.getParameterNode()  # the panel may have been left while the job ran
+        inputNode, resultNode = job.inputNode, job.resultNodes[RESULT]
+        shown = [inputNode, job.resultNodes[COMPARISON], resultNode] if COMPARISON in job.resultNodes \
+            else [inputNode, resultNode]
+        if parameters.compare:
             self.logic.showSideBySide(shown)
         else:
             slicer.util.setSliceViewerLayers(background=resultNode, fit=True)
-        self.onNearestDisplayToggled(self.ui.nearestDisplayCheckBox.checked)
-        referenceNode = self.ui.referenceSelector.currentNode()
+        self.logic.setNearestDisplay(inputNode, parameters.nearestDisplay)
+        referenceNode = parameters.referenceVolume
         if referenceNode is not None:
             self.showMetrics({node.GetName(): self.logic.metrics(node, referenceNode) for node in shown[1:]})
 
@@ -271,13 +413,21 @@ class MedSRWidget(ScriptedLoadableModuleWidget):
         table.visible = True
 
     def onNearestDisplayToggled(self, nearest):
-        inputNode = self.ui.inputSelector.currentNode()
-        if inputNode is not None and inputNode.GetDisplayNode() is not None:
-            inputNode.GetDisplayNode().SetInterpolate(not nearest)
+        if self._parameterNode is not None:
+            self.logic.setNearestDisplay(self._parameterNode.inputVolume, nearest)
 
 
 class MedSRLogic(ScriptedLoadableModuleLogic):
     """What the panel does, callable from the Python console and tests without the panel."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.job = None
+        self._jobTimer = None
+        self._onJobUpdate = None
+
+    def getParameterNode(self):
+        return MedSRParameterNode(super().getParameterNode())
 
     def installRequirementsWithConfirmation(self, requirements):
         """Ask (unless testing), then install; False when declined or failed."""
@@ -292,31 +442,45 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             return False
         return True
 
-    def process(self, inputNode, method, scale, checkpoint=None, background=True, progress=None, log=None,
-                cancel=None, **options):
-        """Super-resolve ``inputNode``; return the new volume node (the scene is unchanged on error or cancel).
-
-        With ``background`` the work runs in a PythonSlicer process and Slicer keeps processing events meanwhile.
-        """
+    def startJob(self, inputNode, method, scale, checkpoint=None, compareBSpline=False, log=None, onUpdate=None,
+                 **options):
+        """Start super-resolving ``inputNode`` in a background process and return the
+        ``MedSRLib.apps.mrml.VolumeNodeJob`` at once; a QTimer advances it and calls ``onUpdate(job)`` after each
+        step. On DONE, ``job.resultNodes["result"]`` is the new volume; on CANCELLED or FAILED the scene is as it
+        was and ``job.message`` says why."""
+        from MedSRLib.apps.mrml import VolumeNodeJob
+        from MedSRLib.errors import MedSRError
         from MedSRLib.methods import get_method
-        from MedSRLib.apps.mrml import superResolveVolumeNode
+        if self.job is not None and self.job.active:
+            raise MedSRError("MedSR is already running; cancel it first.")
         if get_method(method).kind.value != "interpolation":
             ensurePyTorch()
         if checkpoint is not None:
             options["checkpoint"] = checkpoint
-        if background:
-            options["superResolve"] = self.backgroundSuperResolve(log)
-        return superResolveVolumeNode(inputNode, method, scale, progress=progress, cancel=cancel, **options)
+        self.job = VolumeNodeJob(inputNode, method, scale, options, compare_bspline=compareBSpline,
+                                 python=backgroundPython(), log=log)
+        self._onJobUpdate = onUpdate
+        self.job.start()
+        if self._jobTimer is None:
+            self._jobTimer = qt.QTimer()
+            self._jobTimer.setInterval(JOB_POLL_INTERVAL_MS)
+            self._jobTimer.timeout.connect(self._pollJob)
+        self._jobTimer.start()
+        self._pollJob()  # a job that failed at start ends here, with the same update as any other end
+        return self.job
 
-    @staticmethod
-    def backgroundSuperResolve(log=None):
-        import functools
-        from MedSRLib.errors import MedSRError
-        from MedSRLib.apps.process import super_resolve_in_subprocess
-        python = shutil.which("PythonSlicer")
-        if python is None:
-            raise MedSRError("PythonSlicer was not found next to Slicer; reinstall Slicer or run without background.")
-        return functools.partial(super_resolve_in_subprocess, python=python, log=log, idle=slicer.app.processEvents)
+    def _pollJob(self):
+        self.job.poll()
+        if not self.job.active:
+            self._jobTimer.stop()
+        if self._onJobUpdate is not None:
+            self._onJobUpdate(self.job)
+
+    def stopJob(self):
+        """Cancel the running job, if any; its child process is killed before this returns."""
+        if self.job is not None and self.job.active:
+            self.job.cancel()
+            self._pollJob()
 
     @staticmethod
     def metrics(resultNode, referenceNode):
@@ -327,6 +491,12 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         result, reference = volumeFromNode(resultNode), volumeFromNode(referenceNode)
         normaliser = Normaliser.fit(reference.array, clip=True)
         return compare(normaliser.forward(result.array), normaliser.forward(reference.array))
+
+    @staticmethod
+    def setNearestDisplay(volumeNode, nearest):
+        """Show a volume's voxels as blocks (its real resolution) or interpolated."""
+        if volumeNode is not None and volumeNode.GetDisplayNode() is not None:
+            volumeNode.GetDisplayNode().SetInterpolate(not nearest)
 
     @staticmethod
     def showSideBySide(volumeNodes):
@@ -364,7 +534,9 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
 
 class MedSRTest(ScriptedLoadableModuleTest):
-    """Runs in a real Slicer (Reload and Test, or ctest): MRHead through B-spline and, if shipped, a learned model."""
+    """Runs in a real Slicer (Reload and Test, or ctest): the logic and the panel on SampleData MRHead with B-spline,
+    cancelled runs, and, if shipped, a learned model."""
+    TIMEOUT_S = 300
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -372,6 +544,8 @@ class MedSRTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_BSplineOnMRHead()
+        self.setUp()
+        self.test_Panel()
         self.setUp()
         self.test_LearnedModel()
 
@@ -386,6 +560,19 @@ class MedSRTest(ScriptedLoadableModuleTest):
         scene = slicer.mrmlScene
         return sorted(scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes()))
 
+    def waitWhile(self, condition):
+        """Let Slicer run (the job's QTimer advances it) while ``condition()`` holds."""
+        deadline = time.monotonic() + self.TIMEOUT_S
+        while condition():
+            self.assertLess(time.monotonic(), deadline, "the MedSR job did not finish in time")
+            slicer.app.processEvents()
+            time.sleep(0.01)
+
+    def assertChildGone(self, job):
+        if job.child_pid is not None:
+            with self.assertRaises(OSError):
+                os.kill(job.child_pid, 0)
+
     def assertCornerAligned(self, inputNode, resultNode, scale):
         import numpy as np
         inputDirections, resultDirections = np.zeros((3, 3)), np.zeros((3, 3))
@@ -398,41 +585,103 @@ class MedSRTest(ScriptedLoadableModuleTest):
         corner = np.array([-0.5, -0.5, -0.5, 1.0])
         np.testing.assert_allclose(self.ijkToRAS(resultNode) @ corner, self.ijkToRAS(inputNode) @ corner, atol=1e-6)
 
+    def assertCancelLeavesSceneAsItWas(self, startJob, cancelWhile):
+        """Start a job, cancel it once ``cancelWhile(job)`` no longer holds, and check nothing was added."""
+        from MedSRLib.apps.process import JobState
+        nodesBefore = self.nodeIDs()
+        job = startJob()
+        self.waitWhile(lambda: job.active and cancelWhile(job))
+        self.assertTrue(job.active, "the job ended before it could be cancelled")
+        job.cancel()
+        self.waitWhile(lambda: job.active)
+        self.assertEqual(job.state, JobState.CANCELLED)
+        self.assertEqual(self.nodeIDs(), nodesBefore)  # nothing added, nothing removed
+        self.assertChildGone(job)
+
     def test_BSplineOnMRHead(self):
         import SampleData
+        from MedSRLib.apps.process import JobState, RESULT
         inputNode = SampleData.downloadSample("MRHead")
         self.delayDisplay("Super-resolving MRHead ×(1, 1, 2) with B-spline in the background")
-        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
-        resultNode = MedSRLogic().process(inputNode, "bspline", (1, 1, 2))
+        logic = MedSRLogic()
+        job = logic.startJob(inputNode, "bspline", (1, 1, 2))
+        self.waitWhile(lambda: job.active)
+        self.assertEqual(job.state, JobState.DONE, job.message)
+        resultNode = job.resultNodes[RESULT]
         self.assertCornerAligned(inputNode, resultNode, (1, 1, 2))
         self.assertEqual(resultNode.GetAttribute("MedSR.method"), "bspline")
         self.assertEqual(resultNode.GetAttribute("MedSR.scale"), "1,1,2")
-        self.assertGreater(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+        self.assertChildGone(job)
 
-        from MedSRLib.errors import Cancelled
-        nodesBefore = self.nodeIDs()
-        volumesBefore = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-        with self.assertRaises(Cancelled):
-            MedSRLogic().process(inputNode, "bspline", (1, 1, 2), cancel=lambda: True)
-        self.assertEqual(self.nodeIDs(), nodesBefore)  # nothing added, nothing removed
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumesBefore)
+        self.delayDisplay("Cancelling while the input is written, then while the background process runs")
+        startJob = lambda: logic.startJob(inputNode, "bspline", (1, 1, 2))  # noqa: E731
+        self.assertCancelLeavesSceneAsItWas(startJob, lambda job: False)
+        self.assertCancelLeavesSceneAsItWas(startJob, lambda job: job.state != JobState.RUNNING)
         self.delayDisplay("B-spline test passed")
+
+    def test_Panel(self):
+        """The panel: settings through the parameter node, Super-resolve, the result, then Cancel."""
+        import SampleData
+        from MedSRLib.apps.process import JobState, RESULT
+        inputNode = SampleData.downloadSample("MRHead")
+        slicer.util.selectModule("MedSR")
+        widget = slicer.modules.medsr.widgetRepresentation().self()
+        parameters = widget.logic.getParameterNode()
+        parameters.inputVolume = inputNode
+        parameters.method = "bspline"
+        parameters.scaleX, parameters.scaleY, parameters.scaleZ = 1.0, 1.0, 2.0
+        parameters.compare, parameters.bsplineView = True, False
+        self.assertEqual(widget.ui.inputSelector.currentNode(), inputNode)
+        self.assertEqual(widget.ui.methodComboBox.currentText, "bspline")
+        self.assertEqual(widget.ui.scaleZSpinBox.value, 2.0)
+        self.assertEqual(float(parameters.parameterNode.GetParameter("scaleZ")), 2.0)  # stored in the scene
+
+        self.delayDisplay("Super-resolve from the panel")
+        widget.ui.applyButton.click()
+        job = widget.logic.job
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+        self.waitWhile(lambda: job.active)
+        self.assertEqual(job.state, JobState.DONE, job.message)
+        self.assertEqual(widget.ui.applyButton.text, "Super-resolve")
+        resultNode = job.resultNodes[RESULT]
+        self.assertCornerAligned(inputNode, resultNode, (1, 1, 2))
+        self.assertEqual(resultNode.GetAttribute("MedSR.method"), "bspline")
+        self.assertEqual(resultNode.GetAttribute("MedSR.scale"), "1,1,2")
+        self.assertIn(resultNode.GetName(), widget.ui.etaLabel.text)
+
+        self.delayDisplay("Cancel from the panel")
+        nodesBefore = self.nodeIDs()
+        widget.ui.applyButton.click()
+        job = widget.logic.job
+        self.waitWhile(lambda: job.state == JobState.PREPARING)
+        widget.ui.applyButton.click()  # now labelled Cancel
+        self.waitWhile(lambda: job.active)
+        self.assertEqual(job.state, JobState.CANCELLED)
+        self.assertEqual(self.nodeIDs(), nodesBefore)
+        self.assertChildGone(job)
+        self.assertEqual(widget.ui.applyButton.text, "Super-resolve")
+        self.delayDisplay("Panel test passed")
 
     def test_LearnedModel(self):
         import numpy as np
         import SampleData
-        choices = [choice for choice in methodChoices() if choice[2] is not None]
+        from MedSRLib.apps.panel import method_choices
+        from MedSRLib.apps.process import JobState, RESULT
+        choices = [choice for choice in method_choices() if choice.checkpoint is not None]
         if not choices:
             self.delayDisplay("No trained model in the catalog; learned-method test skipped")
             return
-        _, method, checkpoint, _, scale = choices[0]
+        choice = choices[0]
         mrHead = SampleData.downloadSample("MRHead")
         # A 48³ crop keeps a CPU run short; it keeps MRHead's directions and spacing.
         crop = slicer.util.arrayFromVolume(mrHead)[40:88, 100:148, 100:148]
         inputNode = slicer.util.addVolumeFromArray(np.array(crop), self.ijkToRAS(mrHead), "MRHead crop")
-        self.delayDisplay(f"Super-resolving with {checkpoint} ({method})")
-        resultNode = MedSRLogic().process(inputNode, method, scale, checkpoint=checkpoint)
-        self.assertCornerAligned(inputNode, resultNode, np.asarray(scale))
-        self.assertEqual(resultNode.GetAttribute("MedSR.method"), method)
+        self.delayDisplay(f"Super-resolving with {choice.checkpoint} ({choice.method})")
+        job = MedSRLogic().startJob(inputNode, choice.method, choice.scale, checkpoint=choice.checkpoint)
+        self.waitWhile(lambda: job.active)
+        self.assertEqual(job.state, JobState.DONE, job.message)
+        resultNode = job.resultNodes[RESULT]
+        self.assertCornerAligned(inputNode, resultNode, np.asarray(choice.scale))
+        self.assertEqual(resultNode.GetAttribute("MedSR.method"), choice.method)
         self.assertEqual(len(resultNode.GetAttribute("MedSR.checkpointSHA256")), 64)
         self.delayDisplay("Learned-method test passed")

@@ -2,6 +2,7 @@
 module's self-test with stand-ins for what slicer-core lacks (Qt, the scripted-module classes, SampleData)."""
 import functools
 import importlib.util
+import os
 import shutil
 import sys
 import types
@@ -16,7 +17,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package is not slicer-core (pip install slicer-core)", allow_module_level=True)
 import vtk  # noqa: E402  (installed with slicer-core)
 
-from MedSRLib import Cancelled, InputError, Volume, __version__  # noqa: E402
+from MedSRLib import Cancelled, InputError, MedSRError, Volume, __version__  # noqa: E402
 from MedSRLib.apps.mrml import addVolumeNodeLike, superResolveVolumeNode, volumeFromNode  # noqa: E402
 
 # IJK→RAS directions (columns): i → (0.8, 0, −0.6), j → (0, 1, 0), k → (0.6, 0, 0.8); a rotation about the A axis.
@@ -189,22 +190,59 @@ def test_label_map_is_refused(scene):
 
 # --- the Slicer module's self-test ----------------------------------------------------------------------------------
 
+class StandInTimer:
+    """qt.QTimer as far as MedSR.py uses it; the stand-in slicer.app.processEvents() fires every started timer."""
+    started = []
+
+    def __init__(self):
+        self.slots, self.single_shot = [], False
+        self.timeout = types.SimpleNamespace(connect=self.slots.append)
+
+    def setInterval(self, milliseconds):
+        pass
+
+    def setSingleShot(self, single_shot):
+        self.single_shot = single_shot
+
+    def start(self):
+        if self not in self.started:
+            self.started.append(self)
+
+    def stop(self):
+        if self in self.started:
+            self.started.remove(self)
+
+    @classmethod
+    def fire_started(cls):
+        for timer in list(cls.started):
+            if timer.single_shot:
+                timer.stop()
+            for slot in timer.slots:
+                slot()
+
+
 @pytest.fixture
 def medsr_module(scene, monkeypatch):
-    """MedSR/MedSR.py imported against slicer-core with ``scene`` as slicer.mrmlScene. Stand-ins: Qt (unused by the
-    logic), the scripted-module base classes (the test class is a unittest.TestCase, as in Slicer), slicer.app, and
-    SampleData, whose "MRHead" is a small oblique volume; PythonSlicer is this Python."""
+    """MedSR/MedSR.py imported against slicer-core with ``scene`` as slicer.mrmlScene. Stand-ins: Qt (a QTimer that
+    slicer.app.processEvents fires), the parameter node wrapper (the logic does not use it), the scripted-module base
+    classes (the test class is a unittest.TestCase, as in Slicer), and SampleData, whose "MRHead" is a small oblique
+    volume; PythonSlicer is this Python."""
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
     scripted.ScriptedLoadableModule = scripted.ScriptedLoadableModuleLogic = type("Base", (), {})
     scripted.ScriptedLoadableModuleWidget = type("Widget", (), {})
     scripted.ScriptedLoadableModuleTest = type("Test", (unittest.TestCase,), {"delayDisplay": lambda self, *a: None})
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.Choice = wrapper.WithinRange = lambda *arguments: arguments
     sample_data = types.ModuleType("SampleData")
     sample_data.downloadSample = lambda name: make_input_node(slicer.mrmlScene, (6, 8, 10), (1.0, 1.0, 1.3), name=name)
-    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
+    monkeypatch.setitem(sys.modules, "qt", types.SimpleNamespace(QTimer=StandInTimer))
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
     monkeypatch.setitem(sys.modules, "SampleData", sample_data)
+    monkeypatch.setattr(StandInTimer, "started", [])
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(processEvents=lambda: None), raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(processEvents=StandInTimer.fire_started), raising=False)
     which = shutil.which
     monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs:
                         sys.executable if name == "PythonSlicer" else which(name, *args, **kwargs))
@@ -216,10 +254,28 @@ def medsr_module(scene, monkeypatch):
 
 
 def test_the_module_self_test_super_resolves_in_the_background_and_cancels_cleanly(medsr_module, scene):
-    """MedSRTest.test_BSplineOnMRHead as Slicer runs it: B-spline ×(1, 1, 2) in a background process, then a cancelled
-    run that must raise Cancelled and leave the scene as it was."""
+    """MedSRTest.test_BSplineOnMRHead as Slicer runs it: B-spline ×(1, 1, 2) in a background process advanced by the
+    logic's timer, then runs cancelled while the input is written and while the child runs, each leaving the scene as
+    it was."""
     self_test = medsr_module.MedSRTest("test_BSplineOnMRHead")
     self_test.setUp()
     self_test.test_BSplineOnMRHead()
     results = [scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode") for n in range(volume_node_count(scene))]
     assert [node.GetAttribute("MedSR.method") for node in results] == [None, "bspline"]
+    slicer.app.processEvents()
+    assert StandInTimer.started == []  # the job timer stops at its first tick after the job ended
+
+
+def test_the_logic_reports_every_step_and_stops_its_job(medsr_module, scene):
+    node = make_input_node(scene)
+    updates = []
+    logic = medsr_module.MedSRLogic()
+    job = logic.startJob(node, "bspline", (1, 1, 3), onUpdate=lambda job: updates.append(job.state))
+    assert updates == [job.state] and job.active  # started and advanced one step, without waiting
+    with pytest.raises(MedSRError, match="already running"):
+        logic.startJob(node, "bspline", 2)
+    logic.stopJob()  # what cleanup() and closing Slicer do
+    assert (job.state, updates[-1]) == ("cancelled", "cancelled")
+    with pytest.raises(ProcessLookupError):
+        os.kill(job.child_pid, 0)
+    assert StandInTimer.started == [] and volume_node_count(scene) == 1
