@@ -32,7 +32,9 @@ def main(argv=None) -> int:
             print(f"medsr: error: {command_line_spelling(str(error), parser)}", file=sys.stderr)
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
-            print("medsr: interrupted; nothing was written.", file=sys.stderr)
+            kept = ("the cases finished so far are kept and in the manifest; rerun to continue" if args.command == "batch"
+                    else "nothing was written")
+            print(f"medsr: interrupted; {kept}.", file=sys.stderr)
             return 130
 
 
