@@ -75,3 +75,13 @@ def test_rrdb_is_registered_and_built_from_metadata():
     assert "rrdb3d" in architecture_names()
     net = build_network("rrdb3d", {"features": 8, "growth": 4, "blocks": 2, "scale": 2})
     assert isinstance(net, RRDBNet3d) and len(net.body) == 2
+
+
+def test_flops_per_output_voxel_counts_a_convolution_by_hand():
+    from MedSRLib.engine.cost import flops_per_output_voxel
+    # One 3×3×3 conv, 1 → 1 channel: 27 multiply-adds (54 FLOPs) per output voxel; a nearest ×2 upsampling after it
+    # spreads them over 8 output voxels.
+    conv = torch.nn.Conv3d(1, 1, 3, padding=1, bias=False)
+    assert flops_per_output_voxel(conv, (6, 5, 4)) == 54
+    upsampled = torch.nn.Sequential(conv, torch.nn.Upsample(scale_factor=2))
+    assert flops_per_output_voxel(upsampled, (6, 5, 4)) == 54 / 8

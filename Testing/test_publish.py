@@ -4,6 +4,7 @@ import json
 import pytest
 
 from conftest import cached_dataset
+from MedSRLib.engine.cost import flops_per_output_voxel
 from MedSRLib.models.catalog import default_model_for
 from MedSRLib.models.checkpoints import load_checkpoint, save_checkpoint
 from MedSRLib.errors import MedSRError
@@ -82,6 +83,9 @@ def test_forced_publication_records_held_out_scores_and_the_catalog_entry(setup,
                                                        {"step": 10, "psnr": 31.0, "ssim": 0.95}]
     assert metadata["metrics"]["heldout"]["scores"][EPI]["isotropic ×2"]["psnr"] == row["threeplayer"]["psnr"]
     assert set(metadata["metrics"]["heldout"]["baselines"][EPI]["isotropic ×2"]) == {"bspline", "lanczos"}
+    network = build_network("rrdb3d", UNTRAINED)
+    assert metadata["cost"]["flops_per_output_voxel"]["isotropic ×2"] == round(
+        flops_per_output_voxel(network, metadata.get("inference_patch") or metadata["patch"]))
     models = json.loads(catalog.read_text())["models"]
     assert [model["name"] for model in models] == ["other", "threeplayer-x2"]
     assert models[1]["sha256"] == file_sha256(shipped) and models[1]["method"] == "threeplayer"

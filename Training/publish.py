@@ -6,7 +6,8 @@
 Each (volume, row) goes through the evaluation protocol (docs/protocol.md, ``MedSRLib.evaluation``) with the
 checkpoint's float16 weights (what ships) and with B-spline and Lanczos for comparison. The checkpoint is rewritten
 beside the catalog as ``<name>.safetensors`` with ``metrics.heldout`` filled in (and ``metrics.validation_curve`` from
-the run's ``metrics.jsonl`` when it lies beside the checkpoint), and the catalog entry of that name is added or replaced
+the run's ``metrics.jsonl`` when it lies beside the checkpoint, and ``cost``: FLOPs per output voxel at each row's
+scale), and the catalog entry of that name is added or replaced
 (sha256, method, scales or scale range). The catalog lists models in order and a method's default is its first entry at
 a scale, so a re-published model keeps its place. A model that does not beat every interpolation baseline by 0.05 dB
 PSNR on every scored row is refused unless ``--force``: the shipped default of a learned method must be worth choosing
@@ -21,7 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from MedSRLib.engine.cost import flops_per_output_voxel
 from MedSRLib.models.catalog import DEFAULT_CATALOG, list_models
+from MedSRLib.models.inference_settings import InferenceSettings
+from MedSRLib.nn.registry import build_network
 from MedSRLib.models.checkpoints import load_checkpoint, save_checkpoint
 from MedSRLib.models.scales import ScaleSupport
 from MedSRLib.errors import InputError, MedSRError
@@ -57,6 +61,22 @@ def validation_curve(checkpoint: str) -> list:
     return [by_step[step] for step in sorted(by_step)]
 
 
+def flops_per_row(state: dict, metadata: dict, rows: Sequence[str]) -> Dict[str, float]:
+    """{row label: FLOPs per output voxel} of the network over its inference window at each published row's scale."""
+    settings = InferenceSettings.from_metadata(metadata)
+    network = build_network(metadata["architecture"]["name"], metadata["architecture"]["params"])
+    network.load_state_dict({key: value.float() for key, value in state.items()})
+    window = settings.inference_patch or settings.patch
+    costs = {}
+    for key in rows:
+        degradation = Degradation.from_key(key)
+        factors = degradation.factors()  # per array axis (k, j, i)
+        if settings.axes == "2d-in-plane":
+            factors = tuple(f for axis, f in enumerate(factors) if axis != settings.slice_axis)
+        costs[degradation.label] = round(flops_per_output_voxel(network, window, settings.conditioning, factors))
+    return costs
+
+
 def rows_not_beaten(scores: Dict[str, dict], method: str) -> list:
     return [f"{volume} {label}" for volume, table in scores.items() for label, row in table.items()
             if any(row[method]["psnr"] < row[baseline]["psnr"] + MIN_GAIN_DB for baseline in BASELINES)]
@@ -90,6 +110,7 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
                        for volume, table in scores.items()},
             "baselines": {volume: {label: {b: row[b] for b in BASELINES} for label, row in table.items()}
                           for volume, table in scores.items()}}}
+        metadata["cost"] = {"flops_per_output_voxel": flops_per_row(state, metadata, rows)}
         curve = validation_curve(checkpoint)
         if curve:
             metadata["metrics"]["validation_curve"] = curve
