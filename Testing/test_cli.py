@@ -207,3 +207,27 @@ def test_per_scan_option_for_an_interpolation_method(scan, tmp_path):
     out = tmp_path / "out.nrrd"
     assert_user_error(medsr("super-resolve", scan, out, "--method", "bspline", "--iterations", "3"), "has no option")
     assert not out.exists()
+
+
+def test_a_folder_without_dicom_gets_only_medsrs_sentence(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("no images here")
+    assert_user_error(medsr("info", folder), "contains no DICOM series")  # and no ITK warning before it
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error():
+    child = subprocess.Popen([sys.executable, "-m", "MedSRLib.apps.cli", "methods", "--json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()  # like `| head` exiting before medsr writes
+    _, errors = child.communicate(timeout=120)
+    assert child.returncode == 0 and b"Traceback" not in errors and b"BrokenPipe" not in errors
+
+
+def test_info_prints_no_negative_zero_in_the_direction(tmp_path):
+    path = tmp_path / "flipped.mha"
+    direction = (-1.0, -0.0, 0.0, -0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    write_volume(Volume(np.arange(64, dtype=np.float32).reshape(4, 4, 4), (1, 1, 1), (0, 0, 0), direction), path)
+    completed = medsr("info", path)
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("direction"))
+    assert line.split()[1:] == ["-1", "0", "0", "0", "-1", "0", "0", "0", "1"]

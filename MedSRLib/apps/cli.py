@@ -31,6 +31,11 @@ def main(argv=None) -> int:
         except MedSRError as error:
             print(f"medsr: error: {command_line_spelling(str(error), parser)}", file=sys.stderr)
             return EXIT_USER_ERROR
+        except BrokenPipeError:
+            # The reader of our output (e.g. `| head`) closed it: not an error. Point stdout at devnull so Python's
+            # final flush does not raise again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         except KeyboardInterrupt:
             kept = ("the cases finished so far are kept and in the manifest; rerun to continue" if args.command == "batch"
                     else "nothing was written")
@@ -62,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sr = commands.add_parser("super-resolve", help="super-resolve a volume (NRRD, NIfTI, MHA or DICOM folder)")
-    sr.add_argument("input")
+    sr.add_argument("input", help="input volume: .nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd, a Siemens mosaic file, or a "
+                                   "folder holding one DICOM series")
     sr.add_argument("output", help="output file (.nrrd, .nii, .nii.gz, .mha)")
     sr.add_argument("--method", default="bspline", help="a method from `medsr methods` (default bspline)")
     sr.add_argument("--scale", help="one factor, SX,SY,SZ per physical axis (e.g. 1,1,3), or auto: the thick axis and "
@@ -72,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--checkpoint", help="checkpoint file or shipped model name for learned methods")
     sr.add_argument("--patch", type=int_list, help="patch size in input voxels: N or NZ,NY,NX (array order)")
     sr.add_argument("--stride", type=int_list, help="stride in input voxels: N or NZ,NY,NX")
-    sr.add_argument("--blend", default="gaussian", choices=["gaussian", "average", "crop-margin"])
-    sr.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    sr.add_argument("--blend", default="gaussian", choices=["gaussian", "average", "crop-margin"],
+                    help="how overlapping windows of learned methods are combined (default gaussian weights)")
+    sr.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                    help="where learned methods run (default auto: CUDA, then Apple MPS, then CPU)")
     sr.add_argument("--batch", type=int, default=4, help="windows per batch (default 4)")
     sr.add_argument("--memory-budget", type=float, dest="memory_budget_gb", help="GiB the run may use (default 8)")
     sr.add_argument("--normalisation", choices=["percentile", "minmax", "window"],
@@ -108,7 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--seed", type=int, default=0)
     degrade.set_defaults(run=run_degrade)
 
-    evaluate = commands.add_parser("evaluate", help="compare a result with a reference; prints JSON")
+    evaluate = commands.add_parser("evaluate", help="compare a result with a reference; prints JSON",
+                                   description="Compare a result with a reference on the same grid and print JSON. Both are "
+                                               "mapped to [0, 1] by the reference's 0.5 / 99.5 percentiles (clipped), "
+                                               "as in the evaluation protocol; then psnr (dB, data range 1), "
+                                               "psnr_foreground (where the reference is above 0.1), ssim (3D, 7-voxel "
+                                               "window) and nrmse (RMS error over the reference's RMS). --mask limits "
+                                               "every metric to the mask's non-zero voxels.")
     evaluate.add_argument("result")
     evaluate.add_argument("reference")
     evaluate.add_argument("--mask", help="label volume; metrics are computed where it is non-zero")
@@ -289,7 +303,7 @@ def run_info(args):
         "size (x, y, z)": str(volume.size),
         "spacing (mm)": format_triple(volume.spacing),
         "origin (LPS mm)": format_triple(volume.origin),
-        "direction": " ".join(f"{v:.4g}" for v in volume.direction),
+        "direction": " ".join(f"{v + 0.0:.4g}" for v in volume.direction),  # + 0.0: no "-0"
         "voxel type": str(array.dtype),
         "intensity min / max": f"{array.min():.6g} / {array.max():.6g}",
         "thick axis": "none (isotropic)" if thick is None else f"{'xyz'[thick.axis]}, factor {thick.factor:g}",
@@ -322,6 +336,10 @@ def run_fetch(args):
     from MedSRLib.evaluation.datasets import fetch_datasets
     with progress_reporter(args, "fetch") as progress:
         manifest = fetch_datasets(args.dest, args.only, progress=progress)
+    folder = os.path.dirname(str(manifest))
+    with open(manifest, encoding="utf-8") as stream:
+        for entry in json.load(stream)["datasets"]:
+            print(f"{entry['name']:<32} {entry['split']:<9} {os.path.join(folder, entry['path'])}")
     print(f"manifest: {manifest}")
 
 

@@ -38,8 +38,19 @@ def read_volume(path) -> Volume:
     return volume
 
 
+def _dicom_series_ids(folder: str):
+    """The folder's DICOM series, without ITK's raw "No Series were found" warning: an empty answer gets MedSR's own
+    sentence."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 def _read_dicom_series(folder: str) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    series = _dicom_series_ids(folder)
     if not series:
         raise InputError(f"Folder '{folder}' contains no DICOM series.")
     if len(series) > 1:
