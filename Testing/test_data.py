@@ -148,7 +148,7 @@ def test_fetch_a_wheel_member_from_pypi(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
-def test_a_debian_package_member_is_extracted_and_the_pipe_closed(tmp_path):
+def test_a_member_of_a_package_dpkg_built_is_extracted_and_the_file_closed(tmp_path):
     import gc
     import subprocess
     import warnings
@@ -164,7 +164,7 @@ def test_a_debian_package_member_is_extracted_and_the_pipe_closed(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         data._extract_members(tmp_path / "p.deb", {"usr/share/data/volume.bin": target})
-        gc.collect()  # an unclosed pipe warns when it is collected
+        gc.collect()  # an unclosed file warns when it is collected
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert target.read_bytes() == b"\x00\x01volume"
     with pytest.raises(MedSRError, match="has no member 'usr/share/missing'"):

