@@ -10,7 +10,7 @@ from scipy import ndimage
 from scipy.signal import savgol_filter
 from skimage.metrics import structural_similarity
 
-from MedSRLib.errors import InputError
+from MedSRLib.errors import InputError, MedSRError
 from MedSRLib.grid.intensity import Normaliser
 
 # The protocol's foreground: reference intensity above this (after normalisation to [0, 1]).
@@ -182,7 +182,11 @@ def edge_sharpness(volume_array, spacing: Sequence[float], axis: Optional[int] =
 def piqe_slicewise(volume_array, axis: int, min_foreground: float = 0.1) -> float:
     """Mean PIQE score (0 best … 100 worst) over the slices perpendicular to array ``axis`` whose foreground
     (normalised intensity above 0.1) covers at least ``min_foreground`` of the slice; slices must be at least 16×16."""
-    from pypiqe import piqe  # imports OpenCV: load it only when PIQE is asked for
+    try:
+        from pypiqe import piqe  # imports OpenCV: load it only when PIQE is asked for
+    except ImportError:
+        raise MedSRError('PIQE needs the pypiqe package, which is not installed: pip install "medsr[metrics]".') \
+            from None
 
     array = _normalised(volume_array)
     scores = []
