@@ -125,6 +125,7 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
         models[index:index + 1] = [entry]
         new_catalog = Path(folder) / catalog.name
         new_catalog.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.chmod(candidate, 0o644)  # mkstemp-style temporary files are private; a shipped model is not
         os.replace(candidate, shipped)
         os.replace(new_catalog, catalog)
     return scores
