@@ -147,3 +147,15 @@ def test_a_scale_outside_one_to_four_is_one_sentence_and_exit_2(checkpoint, tmp_
     assert refused.returncode == 2
     assert message in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "no.nrrd").exists()
+
+
+def test_decoding_in_chunks_gives_the_same_output(trained_looking_network, monkeypatch):
+    from MedSRLib.nn.nets import arssr
+    x, factors = torch.rand(2, 1, 5, 6, 4), (1.5, 2.5, 3.0)
+    coordinates = coordinates_for((8, 15, 12), factors).expand(2, -1, -1, -1, -1)
+    scale = torch.tensor([factors] * 2)
+    with torch.no_grad():
+        whole = trained_looking_network(x, coordinates, scale)
+        monkeypatch.setattr(arssr, "DECODER_CHUNK", 97)  # 1440 output voxels in 15 chunks, the last one short
+        chunked = trained_looking_network(x, coordinates, scale)
+    torch.testing.assert_close(chunked, whole)

@@ -16,6 +16,7 @@ class ArSSR(PatchNetworkMethod):
                    "from 1 to 4 per axis with one model.")
     conditioning = "coordinates"
     default_patch = (32, 32, 32)
-    # Per output voxel: the gathered features and the decoder's hidden layers (64 units), the Lanczos skip's
-    # intermediate sums, and the encoder's LR maps spread over the output voxels, in float32 values.
-    activation_factor = 600.0
+    # Per output voxel at ×1 (less at larger factors): the encoder's 32-feature maps on the input grid (a few alive at
+    # once), the coordinates, the Lanczos skip's partial sums and the output, in float32 values; the decoder's hidden
+    # layers run on bounded chunks (nn.nets.arssr.DECODER_CHUNK) and add no per-voxel memory.
+    activation_factor = 160.0

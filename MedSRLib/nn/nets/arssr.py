@@ -22,6 +22,7 @@ from MedSRLib.nn.blocks.residual import ResidualBlock
 from MedSRLib.nn.registry import register_architecture
 
 SKIPS = ("none", "lanczos")
+DECODER_CHUNK = 2 ** 16
 
 
 def nearest_voxel(coordinates: torch.Tensor, size: int):
@@ -62,10 +63,18 @@ class ArSSR(nn.Module):
         out_shape = coordinates.shape[2:]
         nearest, offsets = zip(*(nearest_voxel(coordinates[:, axis], sizes[axis]) for axis in range(3)))
         index = ((nearest[0] * sizes[1] + nearest[1]) * sizes[2] + nearest[2]).view(batch, 1, -1)
-        gathered = features.view(batch, channels, -1).gather(2, index.expand(-1, channels, -1))  # (B, C, N)
-        inverse_scale = (1 / scale).view(batch, 3, 1).expand(-1, -1, gathered.shape[2])
-        query = torch.cat([gathered, torch.stack(offsets, 1).view(batch, 3, -1), inverse_scale], dim=1)
-        output = self.decoder(query.transpose(1, 2)).view(batch, 1, *out_shape)
+        offsets = torch.stack(offsets, 1).view(batch, 3, -1)
+        flat_features = features.view(batch, channels, -1)
+        decoded = []
+        # The decoder runs on at most DECODER_CHUNK output voxels at a time, so its hidden activations take the same
+        # memory at ×4 (64 output voxels per input voxel) as at ×1.1.
+        for start in range(0, index.shape[2], DECODER_CHUNK):
+            chunk = slice(start, start + DECODER_CHUNK)
+            gathered = flat_features.gather(2, index[:, :, chunk].expand(-1, channels, -1))  # (B, C, n)
+            inverse_scale = (1 / scale).view(batch, 3, 1).expand(-1, -1, gathered.shape[2])
+            query = torch.cat([gathered, offsets[:, :, chunk], inverse_scale], dim=1)
+            decoded.append(self.decoder(query.transpose(1, 2)))
+        output = torch.cat(decoded, dim=1).view(batch, 1, *out_shape)
         if self.skip == "lanczos":
             output = output + lanczos_sample3d(x, coordinates)
         return output
