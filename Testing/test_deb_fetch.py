@@ -153,7 +153,7 @@ def test_without_apt_get_the_package_comes_from_the_pool(loopback_pool, volume_b
     manifest = data.fetch_datasets()
     assert manifest == loopback_pool["cache"] / "manifest.json"
     entry = json.loads(manifest.read_text())["datasets"][0]
-    assert entry["source"] == "fakepkg==1.0-1 (debian)" and entry["shape"] == [3, 4, 5]
+    assert entry["source"] == "fakepkg==1.0-1 (debian)" and entry["size"] == [5, 4, 3]
     assert data.dataset_path("fake-deb").read_bytes() == volume_bytes
     assert list(loopback_pool["scratch"].iterdir()) == []
 

@@ -280,7 +280,7 @@ def _manifest_entry(dataset: Dataset, cache_dir: Path) -> dict:
         member_target(cache_dir, dataset, dataset.members[0])
     volume = read_volume(main)
     entry = {"name": dataset.name, "path": str(main), "sha256": file_sha256(main), "split": dataset.split,
-             "modality": dataset.modality, "shape": list(volume.array.shape),
+             "modality": dataset.modality, "size": list(volume.size),  # (x, y, z), like spacing
              "spacing": [round(v, 6) for v in volume.spacing], "dtype": str(volume.array.dtype),
              "source": dataset.source, "description": dataset.description}
     if dataset.siemens_mosaic:
@@ -315,7 +315,9 @@ def fetch_datasets(cache_dir=None, names: Optional[Iterable[str]] = None,
         if dataset.siemens_mosaic:
             _unpack_mosaic(dataset, cache_dir, refresh=dataset.name in refreshed)
         entry = entries.get(dataset.name)
-        if dataset.name in refreshed or entry is None or not is_verified(entry["path"], entry["sha256"]):
+        # An entry without "size" was written by an older MedSR (array-order "shape"): describe it again.
+        stale = entry is None or "size" not in entry
+        if dataset.name in refreshed or stale or not is_verified(entry["path"], entry["sha256"]):
             entries[dataset.name] = _manifest_entry(dataset, cache_dir)
             _write_manifest(cache_dir, entries)
     report(total, total, progress)
