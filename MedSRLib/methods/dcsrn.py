@@ -5,6 +5,8 @@ A real low-resolution MR volume is exactly such a central part of k-space, sampl
 the input is first Fourier-interpolated (zero-padded in k-space) onto the corner-aligned output grid that MedSR uses
 everywhere: output voxel o sits at input index (o + 0.5) / f − 0.5, which is a phase shift of 0.5 / f − 0.5 input
 voxels before padding. The network then runs tiled at factor 1. Patch and stride are therefore in output voxels.
+Trained as mDCSRN: L1 pre-training (``Training/configs/dcsrn-psnr-x2-cpu.yaml``), then WGAN-GP from that model
+(``dcsrn-x2-cpu.yaml``).
 """
 from typing import Tuple
 
@@ -19,8 +21,8 @@ from .network import PatchNetworkMethod
 @register
 class DCSRN(PatchNetworkMethod):
     name = "dcsrn"
-    description = ("DCSRN: densely connected 3D network on the output grid after Fourier interpolation, trained with "
-                   "WGAN-GP on k-space-truncated input; 3D ×2 isotropic.")
+    description = ("DCSRN: densely connected 3D network on the output grid after Fourier interpolation, L1 pre-training "
+                   "then WGAN-GP on k-space-truncated input; 3D ×2 isotropic.")
     scales = ((2.0, 2.0, 2.0),)
     default_patch = (64, 64, 64)
     activation_factor = 400.0
