@@ -156,6 +156,22 @@ def test_budget_stops_at_the_iteration_limit_and_reports_progress_and_cancel():
         Budget.from_options({"iterations": 0}, 60)
 
 
+def test_smores_default_is_a_fixed_amount_of_work_and_a_time_budget_only_when_asked():
+    from MedSRLib.methods import get_method
+    smore = get_method("smore")
+    assert Budget.from_options({}, smore.default_budget_seconds, smore.default_iterations) == \
+        Budget(iterations=smore.default_iterations)
+    assert Budget.from_options({"budget_seconds": 120}, smore.default_budget_seconds, smore.default_iterations) == \
+        Budget(seconds=120.0)
+    assert Budget.from_options({}, 300.0) == Budget(seconds=300.0)  # methods without a default amount of work
+
+
+def test_a_rerun_with_the_same_seed_gives_the_same_volume():
+    volume = thick_volume()
+    first, second = (MedSRLib.super_resolve(volume, "smore", (1, 1, 3), iterations=3) for _ in range(2))
+    np.testing.assert_array_equal(first.array, second.array)
+
+
 # --- end to end -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("thickness", [3.0, 2.5])

@@ -4,8 +4,9 @@ Training pairs come from the scan's own in-plane slices, degraded along one in-p
 profile and interpolated back (``per_scan.training.degraded_pairs``); an EDSR-like 2D network (``nn.nets.edsr2d``) learns to undo
 that with an L1 loss, and then refines the through-plane slices of the B-spline-interpolated scan.
 
-Options (``super_resolve(..., **options)``): ``budget_seconds`` / ``iterations`` (training budget, whichever ends
-first; default 360 s), ``profile`` ("box" or "gaussian" of FWHM = slice thickness), ``gap`` (mm between slices),
+Options (``super_resolve(..., **options)``): ``iterations`` / ``budget_seconds`` (training budget, whichever ends
+first; default 3000 iterations, seeded, so the result does not depend on how busy the machine is: 336 s in all for
+Colin27 thick ×4 on 2 cores, +3.3 dB over B-spline), ``profile`` ("box" or "gaussian" of FWHM = slice thickness), ``gap`` (mm between slices),
 ``both_orientations`` (average both through-plane orientations, default True), ``save_model`` (a .safetensors path),
 ``force_scale`` (trust the scale over the spacing), ``seed``.
 """
@@ -26,7 +27,8 @@ class Smore(PerScanMethod):
     description = ("SMORE-style self-supervised through-plane SR of thick-slice scans: trains a 2D network on the "
                    "scan's own in-plane slices (no pretrained weights), any anatomy or contrast; scale = spacing ratio.")
     option_names = PER_SCAN_OPTIONS + ("profile", "gap")
-    default_budget_seconds = 360.0
+    default_iterations = 3000
+    default_budget_seconds = None  # a time budget only when the user gives one
     default_both_orientations = True
     activation_factor = 64.0  # whole slices per window; the network works at a quarter of the row resolution
 

@@ -20,10 +20,12 @@ from .plan import PER_SCAN_OPTIONS, PROGRESS_TOTAL, TRAINING_SHARE, Budget, Thro
 
 
 class PerScanMethod(Method):
-    """Subclasses set ``default_budget_seconds``, ``default_both_orientations``, ``default_patch`` / ``default_stride``
-    (2D, None: whole slices), ``activation_factor``, and implement :meth:`train`."""
+    """Subclasses set ``default_iterations`` (a fixed amount of work) or ``default_budget_seconds``,
+    ``default_both_orientations``, ``default_patch`` / ``default_stride`` (2D, None: whole slices),
+    ``activation_factor``, and implement :meth:`train`."""
     kind = MethodKind.PER_SCAN
     option_names = PER_SCAN_OPTIONS
+    default_iterations: Optional[int] = None
     default_budget_seconds = 300.0
     default_both_orientations = False
     activation_factor = 64.0
@@ -66,7 +68,7 @@ class PerScanMethod(Method):
                                        checkpoint_sha256=file_sha256(settings.checkpoint))
             inference_start = 0
         else:
-            budget = Budget.from_options(options, self.default_budget_seconds)
+            budget = Budget.from_options(options, self.default_budget_seconds, self.default_iterations)
             torch.manual_seed(int(options.get("seed", 0)))
             inference_start = int(PROGRESS_TOTAL * TRAINING_SHARE)
             trained = self.train(image, interpolated, plan, options, budget, device,

@@ -92,14 +92,20 @@ class Budget:
         return max(fractions)
 
     @classmethod
-    def from_options(cls, options: dict, default_seconds: float) -> "Budget":
+    def from_options(cls, options: dict, default_seconds: Optional[float],
+                     default_iterations: Optional[int] = None) -> "Budget":
+        """The user's ``budget_seconds`` / ``iterations``; with neither, the method's default amount of work
+        (``default_iterations``: the same result on a busy and an idle machine) or else its default time."""
         seconds, iterations = options.get("budget_seconds"), options.get("iterations")
         if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
             raise InputError(f"The training budget must be a positive number of seconds, not {seconds!r}.")
         if iterations is not None and not (isinstance(iterations, int) and iterations > 0):
             raise InputError(f"The number of training iterations must be a positive integer, not {iterations!r}.")
         if seconds is None and iterations is None:
-            seconds = default_seconds
+            if default_iterations is not None:
+                iterations = default_iterations
+            else:
+                seconds = default_seconds
         return cls(seconds=None if seconds is None else float(seconds), iterations=iterations)
 
     def to_dict(self) -> dict:
