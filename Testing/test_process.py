@@ -230,3 +230,15 @@ def test_memory_estimate_of_a_network_uses_the_engine_estimate():
     assert on_cpu == {"needs": {"cpu": host + engine}, "tiled": True}
     assert estimate_run_memory("threeplayer", (40, 48, 56), 2, patch=16, batch_size=2, device="cuda")["needs"] \
         == {"cpu": host, "cuda": engine}
+
+
+def test_the_estimate_tiles_what_the_method_would_tile():
+    from MedSRLib.methods import RunSettings, get_method
+    # SMORE: slices through the thick axis of the volume already interpolated onto the output grid, whole by default.
+    shape, factors, options = get_method("smore").tiled_pass((10, 24, 20), (1, 1, 3), RunSettings())
+    assert shape == (30, 24, 20) and factors == (1, 1, 1)
+    assert options.mode == "2d" and options.slice_axis == 1 and options.patch == (30, 20)
+    # A 3D network tiles the input itself at the model's window; interpolation tiles nothing.
+    shape, factors, options = get_method("threeplayer").tiled_pass((10, 24, 20), (2, 2, 2), RunSettings(patch=(16,)*3))
+    assert shape == (10, 24, 20) and factors == (2, 2, 2) and options.patch == (16, 16, 16) and options.mode == "3d"
+    assert get_method("bspline").tiled_pass((10, 24, 20), (2, 2, 2), RunSettings()) is None

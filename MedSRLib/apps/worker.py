@@ -106,7 +106,7 @@ def estimate_run_memory(method: str, shape: Sequence[int], scale, checkpoint: Op
     scale_xyz = parse_scale(scale)
     out_shape = output_shape(shape, scale_xyz)
     needs = {"cpu": 4 * (math.prod(out_shape) + math.prod(shape))}
-    tiled = _tiled_pass(method, shape, out_shape, scale_xyz, checkpoint, patch, stride, batch_size)
+    tiled = _tiled_pass(method, shape, scale_xyz, checkpoint, patch, stride, batch_size)
     if tiled is not None:
         from MedSRLib.engine.tiling import estimate_memory
         image_shape, factors, options = tiled
@@ -115,43 +115,11 @@ def estimate_run_memory(method: str, shape: Sequence[int], scale, checkpoint: Op
     return {"needs": needs, "tiled": tiled is not None}
 
 
-def _tiled_pass(method_name, shape, out_shape, scale_xyz, checkpoint, patch, stride, batch_size):
-    """(image shape, factors, TilingOptions) of the network pass a method would tile, or None (interpolation).
-    Mirrors how ``methods.network`` and ``methods.per_scan`` set up ``run_tiled``."""
-    from MedSRLib.engine.through_plane import in_plane_axes, thick_axis_of
-    from MedSRLib.engine.tiling import TilingOptions
-    from MedSRLib.grid.geometry import array_factors
+def _tiled_pass(method_name, shape, scale_xyz, checkpoint, patch, stride, batch_size):
+    """(image shape, factors, TilingOptions) of the network pass the method would tile, or None (interpolation)."""
     from MedSRLib.methods import RunSettings, get_method
-    from MedSRLib.methods.network import NetworkMethod
-    from MedSRLib.methods.per_scan import PerScanMethod
-    from MedSRLib.models.checkpoints import checkpoint_path, read_metadata
-    from MedSRLib.models.inference_settings import InferenceSettings
-
-    method = get_method(method_name)
-    if isinstance(method, PerScanMethod):
-        axes, slice_axis, model_patch, model_stride = "2d-through-plane", 0, None, None
-    elif isinstance(method, NetworkMethod):
-        source = method.model_source(scale_xyz, RunSettings(checkpoint=checkpoint))
-        settings = InferenceSettings.from_metadata(read_metadata(checkpoint_path(source)), str(source),
-                                                   method.setting_defaults())
-        axes, slice_axis = settings.axes, settings.slice_axis
-        model_patch, model_stride = settings.inference_patch, settings.inference_stride
-    else:
-        return None
-    common = {"stride": stride or model_stride or method.default_stride, "batch_size": batch_size,
-              "activation_factor": method.activation_factor}
-    patch = patch or model_patch or method.default_patch
-    if axes == "2d-through-plane":
-        # Slices through the thick axis of the volume interpolated onto the output grid (whole slices by default).
-        slice_axis = in_plane_axes(thick_axis_of(scale_xyz))[0]
-        whole_slice = tuple(size for axis, size in enumerate(out_shape) if axis != slice_axis)
-        return out_shape, (1, 1, 1), TilingOptions(patch=patch or whole_slice, mode="2d", slice_axis=slice_axis,
-                                                   **common)
-    options = TilingOptions(patch=patch, mode="3d" if axes == "3d" else "2d", slice_axis=slice_axis, **common)
-    if type(method).network_input is not NetworkMethod.network_input:
-        # The network runs on the input already interpolated onto the output grid (DCSRN).
-        return out_shape, (1, 1, 1), options
-    return tuple(shape), array_factors(scale_xyz), options
+    settings = RunSettings(checkpoint=checkpoint, patch=patch, stride=stride, batch_size=batch_size)
+    return get_method(method_name).tiled_pass(tuple(shape), scale_xyz, settings)
 
 
 def probe(estimate: Optional[dict]) -> dict:

@@ -87,6 +87,11 @@ class Method:
             settings: RunSettings) -> np.ndarray:
         raise NotImplementedError
 
+    def tiled_pass(self, shape: Sequence[int], scale_xyz: Tuple[float, float, float], settings: RunSettings):
+        """(array shape, factors per array axis, engine TilingOptions) of the network pass :meth:`run` would tile
+        for a (k, j, i) input ``shape`` — what a memory estimate needs — or None for a method that tiles nothing."""
+        return None
+
     def info(self) -> dict:
         return {"name": self.name, "kind": self.kind.value, "description": self.description,
                 "scales": self.describe_scales(), "default_patch": self.default_patch,

@@ -64,7 +64,7 @@ class NetworkMethod(Method):
 
     def run(self, image, scale_xyz, spacing, settings: RunSettings):
         from MedSRLib.engine.through_plane import interpolate_and_refine
-        from MedSRLib.engine.tiling import TilingOptions, run_tiled
+        from MedSRLib.engine.tiling import run_tiled
         from MedSRLib.files import file_sha256
         from MedSRLib.models.catalog import find_model
         from MedSRLib.models.checkpoints import load_model
@@ -74,13 +74,7 @@ class NetworkMethod(Method):
         model, metadata = load_model(source)
         model_settings = InferenceSettings.from_metadata(metadata, str(source), self.setting_defaults())
         model_settings.check_serves(self.name, scale_xyz)
-        options = TilingOptions(
-            patch=settings.patch or model_settings.inference_patch or self.default_patch,
-            stride=settings.stride or model_settings.inference_stride or self.default_stride,
-            blend=settings.blend, batch_size=settings.batch_size, device=settings.device,
-            mode="3d" if model_settings.axes == "3d" else "2d", slice_axis=model_settings.slice_axis,
-            conditioning=model_settings.conditioning, memory_budget_gb=settings.memory_budget_gb,
-            activation_factor=self.activation_factor)
+        options = self._tiling_options(model_settings, settings)
         if model_settings.axes == "2d-through-plane":
             # The interpolated volume, one refined orientation and the running sum, float32.
             settings.require_memory(3 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))),
@@ -93,6 +87,31 @@ class NetworkMethod(Method):
         sha256 = file_sha256(source) if Path(source).is_file() else find_model(source).sha256
         settings.provenance.update(checkpoint=str(source), checkpoint_sha256=sha256)
         return result
+
+    def _tiling_options(self, model_settings, settings: RunSettings):
+        """The engine's TilingOptions for this model: the user's patch and stride, else the model's, else the method's."""
+        from MedSRLib.engine.tiling import TilingOptions
+        return TilingOptions(
+            patch=settings.patch or model_settings.inference_patch or self.default_patch,
+            stride=settings.stride or model_settings.inference_stride or self.default_stride,
+            blend=settings.blend, batch_size=settings.batch_size, device=settings.device,
+            mode="3d" if model_settings.axes == "3d" else "2d", slice_axis=model_settings.slice_axis,
+            conditioning=model_settings.conditioning, memory_budget_gb=settings.memory_budget_gb,
+            activation_factor=self.activation_factor)
+
+    def tiled_pass(self, shape, scale_xyz, settings: RunSettings):
+        from dataclasses import replace
+
+        from MedSRLib.engine.through_plane import in_plane_axes, thick_axis_of
+        model_settings = self._header_settings(scale_xyz, settings)
+        options = self._tiling_options(model_settings, settings)
+        out_shape = output_shape(shape, scale_xyz)
+        if model_settings.axes == "2d-through-plane":
+            # Slices through the thick axis of the volume interpolated onto the output grid.
+            return out_shape, (1, 1, 1), replace(options, slice_axis=in_plane_axes(thick_axis_of(scale_xyz))[0])
+        if type(self).network_input is not NetworkMethod.network_input:
+            return out_shape, (1, 1, 1), options  # the network runs on the input interpolated first (DCSRN)
+        return tuple(shape), array_factors(scale_xyz), options
 
     def info(self) -> dict:
         return {**super().info(), "axes": self.axes}

@@ -41,7 +41,6 @@ class PerScanMethod(Method):
 
         from MedSRLib.engine.devices import resolve_device
         from MedSRLib.engine.through_plane import refine_through_plane
-        from MedSRLib.engine.tiling import TilingOptions
         from MedSRLib.files import file_sha256
         from MedSRLib.grid.spline import corner_aligned_resample
         from MedSRLib.models.checkpoints import CHECKPOINT_SUFFIX
@@ -84,12 +83,24 @@ class PerScanMethod(Method):
                 settings.provenance.update(saved_model=str(options["save_model"]),
                                            saved_model_weights_sha256=stored["weights_sha256"])
 
-        tiling = TilingOptions(patch=settings.patch or self.default_patch,
-                               stride=settings.stride or self.default_stride, blend=settings.blend,
-                               batch_size=settings.batch_size, device=device.type,
-                               memory_budget_gb=settings.memory_budget_gb, activation_factor=self.activation_factor)
+        tiling = self._tiling_options(settings, device.type)
         return refine_through_plane(network, interpolated, plan.axis, tiling, orientations,
                                     _rescaled(settings.progress, inference_start, PROGRESS_TOTAL), settings.cancel)
+
+    def _tiling_options(self, settings: RunSettings, device: str, slice_axis: int = 0, whole_slice=None):
+        from MedSRLib.engine.tiling import TilingOptions
+        return TilingOptions(patch=settings.patch or self.default_patch or whole_slice,
+                             stride=settings.stride or self.default_stride, blend=settings.blend,
+                             batch_size=settings.batch_size, device=device, mode="2d", slice_axis=slice_axis,
+                             memory_budget_gb=settings.memory_budget_gb, activation_factor=self.activation_factor)
+
+    def tiled_pass(self, shape, scale_xyz, settings: RunSettings):
+        from MedSRLib.engine.through_plane import in_plane_axes, thick_axis_of
+        # Slices through the thick axis of the volume interpolated onto the output grid (whole slices by default).
+        out_shape = output_shape(shape, scale_xyz)
+        slice_axis = in_plane_axes(thick_axis_of(scale_xyz))[0]
+        whole_slice = tuple(size for axis, size in enumerate(out_shape) if axis != slice_axis)
+        return out_shape, (1, 1, 1), self._tiling_options(settings, settings.device, slice_axis, whole_slice)
 
 
 def _rescaled(progress: Optional[ProgressCallback], start: int, end: int) -> Optional[ProgressCallback]:
