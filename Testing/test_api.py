@@ -130,3 +130,22 @@ def test_an_option_the_method_does_not_take_is_refused():
         MedSRLib.super_resolve(make_volume(), "bspline", 2, iterations=5)
     with pytest.raises(InputError, match="'smore' has no option 'features'"):
         MedSRLib.super_resolve(make_volume(), "smore", "1,1,3", features=8)
+
+
+@pytest.mark.parametrize("target, message", [
+    (0, "must be a positive number of mm"),
+    (float("nan"), "must be a positive number of mm"),
+    (5.0, "already at or finer than the target spacing 5 mm"),
+])
+def test_a_bad_target_spacing_is_one_sentence(target, message):
+    with pytest.raises(InputError, match=message):
+        MedSRLib.super_resolve(make_volume(), "bspline", target_spacing=target)
+
+
+def test_a_target_spacing_brings_only_the_coarser_axes_to_it():
+    volume = make_volume()  # spacing (1, 1, 3) mm
+    result = MedSRLib.super_resolve(volume, "bspline", target_spacing=2.0)
+    np.testing.assert_allclose(result.spacing, (1.0, 1.0, 2.0))
+    assert result.metadata["scale"] == [1.0, 1.0, 1.5]
+    with pytest.raises(InputError, match="Give scale=… or target_spacing=…, not both"):
+        MedSRLib.super_resolve(volume, "bspline", 2, target_spacing=1.0)
