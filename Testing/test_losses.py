@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from Training.losses import (InstanceNoise, gradient_penalty, interpolate, least_squares_critic_loss,
-                             least_squares_generator_loss, perceptual_loss, pixel_loss, ragan_critic_loss,
+from Training.losses import (InstanceNoise, gradient_penalty, halve_by_area, interpolate,
+                             least_squares_critic_loss, least_squares_generator_loss, perceptual_loss, pixel_loss, ragan_critic_loss,
                              ragan_generator_loss, wgan_critic_loss, wgan_generator_loss)
 
 
@@ -79,6 +79,17 @@ def test_pixel_and_perceptual_losses_are_mean_absolute_differences():
     a, b = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 0.0])
     assert pixel_loss(a, b).item() == pytest.approx(4 / 3)
     assert perceptual_loss(a, b).item() == pytest.approx(4 / 3)
+    assert pixel_loss(a, b, "l2").item() == pytest.approx(10 / 3)  # (1 + 0 + 9) / 3
+
+
+def test_halving_by_area_twice_is_the_quarter_area_average():
+    # The ×2 target MS-GAN's intermediate output is compared with: 2×2 block means of the HR patch, which averaged
+    # again give the 4×4 block means the ×4 input was made of.
+    hr = torch.arange(64.0).view(1, 1, 8, 8)
+    half = halve_by_area(hr)
+    assert half[0, 0, 0, 0].item() == pytest.approx((0 + 1 + 8 + 9) / 4)
+    assert torch.allclose(halve_by_area(half), hr.view(2, 4, 2, 4).mean(dim=(1, 3)).view(1, 1, 2, 2))
+    assert halve_by_area(torch.ones(1, 1, 4, 6, 8)).shape == (1, 1, 2, 3, 4)
 
 
 def test_instance_noise_per_iteration_anneals_linearly_to_zero():

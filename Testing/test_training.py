@@ -19,6 +19,8 @@ from MedSRLib.errors import InputError
 from MedSRLib.io.volume import Volume
 from MedSRLib.io.volume_files import read_volume, write_volume
 from Training.config import load_config
+from Training.distributed import Distributed
+from Training.recipes.base import Recipe
 from Training.samplers.paired import PairedSampler
 from Training.samplers.windows import resolve_volume_path
 from Training.state import STATE_KEY, flatten_optimiser, unflatten_optimiser
@@ -67,6 +69,16 @@ def test_every_shipped_config_loads_and_builds_its_networks(config_file):
     for spec in config["networks"].values():
         if spec is not None:
             assert isinstance(build_network(spec["name"], spec["params"]), torch.nn.Module)
+
+
+def test_learning_rate_drops_by_the_decay_factor_at_each_decay_step_and_bad_steps_are_refused():
+    config = load_config(overrides=["optimiser.lr=0.002", "optimiser.decay_at=[50, 75]", "training.steps=100"])
+    recipe = Recipe(config, Distributed())
+    assert [recipe.learning_rate(step) for step in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [2e-3, 2e-3, 2e-4, 2e-4, 2e-5, 2e-5])
+    for bad in ("[0.5]", "[0]", '["half"]'):
+        with pytest.raises(InputError, match="optimiser.decay_at must list positive whole step numbers"):
+            Recipe(load_config(overrides=[f"optimiser.decay_at={bad}"]), Distributed())
 
 
 def test_patch_sampler_is_reproducible_per_step_and_rank_and_refuses_held_out_volumes():

@@ -102,6 +102,13 @@ CASES = {
         "networks.generator": {"name": "test_training_upsampler2d", "params": {"features": 4}},
         "networks.critic": {"name": "patch_critic2d", "params": {"features": 4}},
     }, {"axes": "2d-in-plane", "slice_axis": 0, "scales": [[2.0, 2.0, 1.0]], "patch": [16, 16]}, "loss/pixel"),
+    # MS-GAN: ×4 from two ×2 stages, the ×2 output supervised too, L2, the learning rate divided by 10 from step 3
+    # (after the resume, so the resume check covers the schedule).
+    "paired-2d-two-stage": Case({
+        "recipe": "paired-2d", "method": "msgan", "scale": [4, 4, 1], "data.hr_patch": 32, "data.degradation": "area",
+        "losses.pixel_norm": "l2", "losses.intermediate": 0.5, "optimiser.decay_at": [3],
+        "networks.generator": {"name": "msgan", "params": {"features": 4, "blocks": 1, "skip": "lanczos"}},
+    }, {"axes": "2d-in-plane", "slice_axis": 0, "scales": [[4.0, 4.0, 1.0]], "patch": [8, 8]}, ""),
     # Rows degraded by 2.5 (area) and interpolated back, refined on the HR grid, as TransMRSR or SMORE's network; it
     # starts as the interpolation, so four batches' losses differ by their content more than by what it learns.
     "paired-2d-through-plane": Case({
@@ -161,6 +168,9 @@ def test_recipe_trains_resumes_exactly_and_exports_a_loadable_checkpoint(case, s
             assert torch.equal(value, resumed.recipe.networks[name].state_dict()[key]), (name, key)
             changed |= not torch.equal(value, initial.state_dict()[key])
         assert changed, f"{name} did not train between steps 2 and 4"
+    # The trainer set the last step's scheduled rate (the two-stage case's is decayed).
+    assert {group["lr"] for optimiser in straight.recipe.optimisers.values() for group in optimiser.param_groups} == {
+        straight.recipe.learning_rate(3)}
     losses = losses_of(tmp_path / "straight")
     assert [record["step"] for record in losses] == [1, 2, 3, 4]
     assert all(np.isfinite(value) for record in losses for value in record.values())

