@@ -7,6 +7,7 @@ from ._version import __version__
 from .errors import InputError
 from MedSRLib.grid.geometry import (ScaleLike, detect_thick_axis, format_scale, output_grid, parse_scale,
                                     target_spacing_scale)
+from MedSRLib.engine.backends import check_backend
 from MedSRLib.grid.intensity import Normaliser, cast_output
 from .methods import RunSettings, get_method
 from MedSRLib.methods.base import DEFAULT_MEMORY_BUDGET_GB
@@ -17,7 +18,7 @@ from MedSRLib.io.volume import Volume, validate_volume
 def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[ScaleLike] = None, *,
                   target_spacing: Optional[float] = None,
                   patch: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
-                  blend: str = "gaussian", batch_size: int = 4, device: str = "auto",
+                  blend: str = "gaussian", batch_size: int = 4, device: str = "auto", backend: str = "auto",
                   checkpoint: Optional[str] = None, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
                   normalisation: Optional[str] = None, percentiles: Optional[Tuple[float, float]] = None,
                   window: Optional[Tuple[float, float]] = None, output_dtype: str = "float32",
@@ -28,7 +29,8 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
     ``scale`` defaults to 2; ``scale="auto"`` makes an anisotropic volume isotropic: the thick axis and its factor come
     from the spacing. ``target_spacing`` (mm), instead of a scale, brings every axis coarser than it to that spacing.
     ``normalisation`` / ``percentiles`` / ``window`` default to the model's (from its checkpoint; percentile 0.5–99.5
-    for methods without one).
+    for methods without one). ``backend`` runs a network's forward pass: ``"auto"`` (OpenVINO on the CPU where it is
+    installed and pays off, else torch), ``"torch"`` or ``"openvino"`` (see :mod:`MedSRLib.engine.backends`).
     Returns a new Volume on the corner-aligned output grid (spacing / scale, size · scale, same direction); the input is
     never modified. Patch and stride are in input voxels. Raises a :class:`MedSRLib.errors.MedSRError` for bad input.
     """
@@ -37,9 +39,10 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
     chosen.check_options(method_options)
     scale_xyz = requested_scale(volume, scale, target_spacing)
     grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale_xyz)
+    check_backend(backend)
     settings = RunSettings(patch=patch, stride=stride, blend=blend, batch_size=batch_size, device=device,
-                           checkpoint=checkpoint, memory_budget_gb=memory_budget_gb, progress=progress, cancel=cancel,
-                           options=method_options)
+                           backend=backend, checkpoint=checkpoint, memory_budget_gb=memory_budget_gb,
+                           progress=progress, cancel=cancel, options=method_options)
     chosen.check_scale(scale_xyz, settings)
     # The output (float32) and the normalised input copy must fit before any method-specific buffers.
     settings.require_memory(4 * (np.prod(grid.shape, dtype=float) + volume.array.size), "The output volume")

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how overlapping windows of learned methods are combined (default gaussian weights)")
     sr.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                     help="where learned methods run (default auto: CUDA, then Apple MPS, then CPU)")
+    sr.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
+                    help="what runs a learned method's network (default auto: OpenVINO on the CPU where it is installed "
+                         "and the volume is large enough to repay converting the model once, else torch)")
     sr.add_argument("--batch", type=int, default=4, help="windows per batch (default 4)")
     sr.add_argument("--memory-budget", type=float, dest="memory_budget_gb", help="GiB the run may use (default 8)")
     sr.add_argument("--normalisation", choices=["percentile", "minmax", "window"],
@@ -230,7 +233,7 @@ def run_super_resolve(args):
     with progress_reporter(args, f"{args.method} {label}") as progress:
         result = super_resolve(
             volume, args.method, scale, target_spacing=args.target_spacing, patch=args.patch, stride=args.stride, blend=args.blend,
-            batch_size=args.batch, device=args.device, checkpoint=args.checkpoint,
+            batch_size=args.batch, device=args.device, backend=args.backend, checkpoint=args.checkpoint,
             memory_budget_gb=args.memory_budget_gb or DEFAULT_MEMORY_BUDGET_GB, normalisation=args.normalisation,
             window=args.window, output_dtype=args.output_dtype, progress=progress, **per_scan_options(args))
     write_volume(result, args.output)

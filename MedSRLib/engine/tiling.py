@@ -31,7 +31,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ import torch
 from MedSRLib.errors import CheckpointError, InputError, MemoryBudgetError
 from MedSRLib.grid.geometry import output_coordinates
 from MedSRLib.progress import CancelCheck, ProgressCallback, report
+from .backends import check_backend, inference_forward
 from .devices import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class TilingOptions:
     axes in array order); ``stride=None`` means a 25 % overlap. ``memory_budget_gb=None`` disables the memory check.
     ``activation_factor`` is the model's peak activation memory per output voxel of a window, in float32 values,
     used only by :func:`estimate_memory`; the default fits a 16-feature RRDB ×2 on the CPU (about 90 measured).
+    ``backend`` runs the forward pass (:mod:`MedSRLib.engine.backends`); ``model_key`` (the checkpoint's sha256) names
+    a converted model in the backends' disk cache.
     """
     patch: IntOrTriple = 64
     stride: Optional[IntOrTriple] = None
@@ -73,6 +76,8 @@ class TilingOptions:
     conditioning: str = "none"
     memory_budget_gb: Optional[float] = None
     activation_factor: float = 96.0
+    backend: str = "torch"
+    model_key: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ def _make_grid(shape: Sequence[int], factors: FactorsLike, options: TilingOption
         raise InputError(f"Unknown blending '{options.blend}'; choose one of {', '.join(BLENDS)}.")
     if options.mode not in MODES:
         raise InputError(f"Unknown tiling mode '{options.mode}'; choose '3d' or '2d'.")
+    check_backend(options.backend)
     if not isinstance(options.batch_size, int) or options.batch_size < 1:
         raise InputError(f"The batch size must be a positive integer, not {options.batch_size!r}.")
     window_axes = 3
@@ -304,8 +310,8 @@ class _Placement:
         return True
 
 
-def _predict(model: torch.nn.Module, padded: torch.Tensor, windows: Sequence[Tuple[int, int, int]], grid: _Grid,
-             device: torch.device, autocast: bool, conditioned: bool) -> torch.Tensor:
+def _predict(forward: Callable[..., torch.Tensor], padded: torch.Tensor, windows: Sequence[Tuple[int, int, int]],
+             grid: _Grid, device: torch.device, autocast: bool, conditioned: bool) -> torch.Tensor:
     batch = torch.stack([padded[grid.input_slices(window)] for window in windows]).unsqueeze(1)
     if grid.slice_axis is not None:
         batch = batch.squeeze(2 + grid.slice_axis)
@@ -316,7 +322,7 @@ def _predict(model: torch.nn.Module, padded: torch.Tensor, windows: Sequence[Tup
                                    dtype=torch.float32, device=device))
     use_autocast = autocast and device.type == "cuda"
     with torch.autocast("cuda") if use_autocast else contextlib.nullcontext():
-        predictions = model(*inputs)
+        predictions = forward(*inputs)
     if grid.slice_axis is not None:
         predictions = predictions.unsqueeze(2 + grid.slice_axis)
     expected = (len(windows), 1, *grid.out_patch)
@@ -349,6 +355,10 @@ def run_tiled(model: torch.nn.Module, image: np.ndarray, factors: FactorsLike,
     padded = torch.from_numpy(np.pad(image, padding, mode="edge") if any(p for _, p in padding) else image)
     windows = list(grid.windows())
     model.eval().to(device)
+    conditioned = options.conditioning == "coordinates"
+    window_shape = tuple(grid.patch[axis] for axis in grid.window_axes)
+    forward = inference_forward(model, options.backend, device, window_shape, math.prod(grid.out_shape),
+                                options.model_key, conditioned)
     report(0, len(windows), progress, cancel)
     done = 0
     with torch.inference_mode():
@@ -360,8 +370,7 @@ def run_tiled(model: torch.nn.Module, image: np.ndarray, factors: FactorsLike,
         while done < len(windows):
             batch = windows[done:done + placement.batch_size]
             try:
-                predictions = _predict(model, padded, batch, grid, placement.compute, options.autocast,
-                                       options.conditioning == "coordinates")
+                predictions = _predict(forward, padded, batch, grid, placement.compute, options.autocast, conditioned)
                 predictions = predictions.to(placement.stitch)
             except torch.cuda.OutOfMemoryError:
                 predictions = None

@@ -33,6 +33,7 @@ class RunSettings:
     blend: str = "gaussian"
     batch_size: int = 4
     device: str = "auto"
+    backend: str = "auto"  # what runs a network's forward pass (engine.backends)
     checkpoint: Optional[str] = None
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB
     progress: Optional[ProgressCallback] = None

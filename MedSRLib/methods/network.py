@@ -63,6 +63,8 @@ class NetworkMethod(Method):
         return image, array_factors(scale_xyz)
 
     def run(self, image, scale_xyz, spacing, settings: RunSettings):
+        from dataclasses import replace
+
         from MedSRLib.engine.through_plane import interpolate_and_refine
         from MedSRLib.engine.tiling import run_tiled
         from MedSRLib.files import file_sha256
@@ -74,7 +76,8 @@ class NetworkMethod(Method):
         model, metadata = load_model(source)
         model_settings = InferenceSettings.from_metadata(metadata, str(source), self.setting_defaults())
         model_settings.check_serves(self.name, scale_xyz)
-        options = self._tiling_options(model_settings, settings)
+        sha256 = file_sha256(source) if Path(source).is_file() else find_model(source).sha256
+        options = replace(self._tiling_options(model_settings, settings), model_key=sha256)
         if model_settings.axes == "2d-through-plane":
             # The interpolated volume, one refined orientation and the running sum, float32.
             settings.require_memory(3 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))),
@@ -84,7 +87,6 @@ class NetworkMethod(Method):
         else:
             network_image, factors = self.network_input(image, scale_xyz, settings)
             result = run_tiled(model, network_image, factors, options, settings.progress, settings.cancel)
-        sha256 = file_sha256(source) if Path(source).is_file() else find_model(source).sha256
         settings.provenance.update(checkpoint=str(source), checkpoint_sha256=sha256)
         return result
 
@@ -94,7 +96,7 @@ class NetworkMethod(Method):
         return TilingOptions(
             patch=settings.patch or model_settings.inference_patch or self.default_patch,
             stride=settings.stride or model_settings.inference_stride or self.default_stride,
-            blend=settings.blend, batch_size=settings.batch_size, device=settings.device,
+            blend=settings.blend, batch_size=settings.batch_size, device=settings.device, backend=settings.backend,
             mode="3d" if model_settings.axes == "3d" else "2d", slice_axis=model_settings.slice_axis,
             conditioning=model_settings.conditioning, memory_budget_gb=settings.memory_budget_gb,
             activation_factor=self.activation_factor)

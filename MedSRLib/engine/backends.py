@@ -1,0 +1,163 @@
+"""Inference backends: what runs a network's forward pass on the tiling engine's windows.
+
+- ``torch``: the module itself, eagerly, on any device (the default where nothing faster is installed).
+- ``openvino``: the module exported with ``torch.export`` (batch size dynamic, window shape fixed), converted to
+  OpenVINO's format and run by OpenVINO's CPU plugin in float32 (``pip install "medsr[openvino]"``). CPU only.
+- ``auto``: OpenVINO where it can run the network and repays its conversion (the rule below); torch otherwise.
+
+Measured (threeplayer-x2, 4 windows of 32³ per batch, 2 threads, torch and OpenVINO taking turns in one process on
+2 CPU cores shared with training jobs, so times are noisy): torch eager 10.9–14.6 s per batch, OpenVINO 5.5–9.5 s,
+largest difference 1e-6; ``torch.compile`` (inductor) cost 109 s before its first batch and then ran like eager (56 vs
+50 s, 20 vs 22 s), so it is not offered. Converting (``torch.export`` then OpenVINO) took 10–20 s for this network.
+On idle cores OpenVINO saves about 0.5–0.8 s per 80³ output (issue 17: torch 1.6–2.0 s, OpenVINO 1.2 s), about 1 s
+per million output voxels, so a conversion is repaid from about 16 million output voxels (256³, a 128³ input at ×2).
+Hence the rule for ``auto``: OpenVINO where it is installed, the network runs on the CPU and takes one image input,
+and either its conversion is already cached or the output has at least 256³ voxels. ``Testing/Benchmarks/
+bench_backends.py`` measures the backends side by side. On CUDA torch runs the network (with autocast); OpenVINO's GPU
+plugin is not used.
+
+Coordinate-conditioned networks (ArSSR, MIASSR: ``model(x, coordinates, scale)``) run with torch: converting them
+was not tried, and their coordinate input's shape changes with the scale factor, which one cached conversion per
+window shape does not cover.
+
+Converting costs seconds to a minute, so the converted model is cached on disk, keyed by the checkpoint's sha256 (the
+engine's ``model_key``), the window's input shape and the OpenVINO version: ``$MEDSR_BACKEND_CACHE_DIR``, default
+``~/.cache/medsr/backends``. Without a ``model_key`` (a module passed in from Python) the conversion is not cached.
+A backend that cannot be used (not installed, conversion failed) gives one warning and the torch result.
+"""
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from MedSRLib.errors import InputError
+
+BACKENDS = ("auto", "torch", "openvino")
+# auto converts (tens of seconds, once) only for outputs of at least a 128³ input at ×2: below that the time OpenVINO
+# saves on the first run is less than the conversion costs (measured: see the module docstring).
+AUTO_MIN_OUTPUT_VOXELS = 256 ** 3
+OPENVINO_EXTRA = 'pip install "medsr[openvino]"'
+
+Forward = Callable[..., torch.Tensor]
+
+
+def backend_cache_dir() -> Path:
+    return Path(os.environ.get("MEDSR_BACKEND_CACHE_DIR") or Path.home() / ".cache" / "medsr" / "backends")
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_backend(name: str) -> None:
+    if name not in BACKENDS:
+        raise InputError(f"Unknown backend '{name}'; choose one of {', '.join(BACKENDS)}.")
+
+
+def choose_backend(name: str, device: torch.device, conditioned: bool, output_voxels: int,
+                   already_converted: bool) -> str:
+    """The backend that will run: ``auto`` resolved by the measured rule (OpenVINO where it can run this network and
+    either a conversion is cached or the output is large enough to repay converting); a requested backend that cannot
+    run this network here warns once and becomes ``torch``."""
+    check_backend(name)
+    reason = _why_not_openvino(device, conditioned)
+    if name == "auto":
+        worth_converting = already_converted or output_voxels >= AUTO_MIN_OUTPUT_VOXELS
+        return "openvino" if reason is None and worth_converting else "torch"
+    if name == "openvino" and reason:
+        warnings.warn(f"The OpenVINO backend cannot run this network: {reason}; running it with torch.")
+        return "torch"
+    return name
+
+
+def _why_not_openvino(device: torch.device, conditioned: bool) -> Optional[str]:
+    if device.type != "cpu":
+        return f"MedSR runs OpenVINO on the CPU only, and the device is {device.type}"
+    if conditioned:
+        return "it takes output coordinates beside the image (an arbitrary-scale network)"
+    if not openvino_available():
+        return f"OpenVINO is not installed ({OPENVINO_EXTRA})"
+    return None
+
+
+def inference_forward(model: torch.nn.Module, backend: str, device: torch.device, window_shape: Sequence[int],
+                      output_voxels: int, model_key: Optional[str] = None, conditioned: bool = False) -> Forward:
+    """A callable that takes the engine's input batch (B, 1, *window_shape) (and, for a conditioned network, its
+    coordinates and scale) and returns the network's output as a torch tensor on ``device``. ``output_voxels``, the
+    size of the whole output, is what ``auto`` weighs against the cost of a conversion."""
+    window_shape = tuple(window_shape)
+    cached = _cache_path(model_key, window_shape)
+    chosen = choose_backend(backend, device, conditioned, output_voxels, cached is not None and cached.is_file())
+    if chosen == "torch":
+        return model
+    try:
+        return _openvino_forward(model, window_shape, cached)
+    except Exception as error:  # noqa: BLE001 - an exporter or converter can fail in any way; torch still works
+        summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(f"OpenVINO could not convert the model ({summary[:200]}); running it with torch.")
+        return model
+
+
+def _openvino_forward(model: torch.nn.Module, window_shape: tuple, cached: Optional[Path]) -> Forward:
+    import openvino
+
+    core = openvino.Core()
+    if cached is None:
+        converted = _convert_to_openvino(model, window_shape)
+    else:
+        if not cached.is_file():
+            _save_atomically(_convert_to_openvino(model, window_shape), cached)
+        converted = core.read_model(str(cached))
+    # float32 everywhere: on CPUs with bf16 support OpenVINO would otherwise lower the precision by default.
+    compiled = core.compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                                     "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(compiled(batch.numpy())[0])
+    return forward
+
+
+def _cache_path(model_key: Optional[str], window_shape: tuple) -> Optional[Path]:
+    """Where the conversion of this checkpoint for this window shape is cached (None without a key or OpenVINO)."""
+    if model_key is None or not openvino_available():
+        return None
+    from importlib.metadata import version
+    return backend_cache_dir() / f"{model_key}-{'x'.join(map(str, window_shape))}-openvino{version('openvino')}.xml"
+
+
+def _convert_to_openvino(model: torch.nn.Module, window_shape: tuple):
+    """The network as an OpenVINO model for (B, 1, *window_shape) inputs, any B."""
+    import openvino
+
+    example = torch.rand(2, 1, *window_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about constants: the window shape is fixed on purpose
+        exported = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+        converted = openvino.convert_model(exported)
+    converted.reshape([openvino.Dimension(), 1, *window_shape])
+    return converted
+
+
+def _save_atomically(converted, path: Path) -> None:
+    """Write the model (.xml and its .bin) under a temporary folder and move it into place, .xml last, so a reader
+    never sees half a model."""
+    import openvino
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".partial-"))
+    try:
+        staged = staging / path.name
+        openvino.save_model(converted, str(staged), compress_to_fp16=False)  # keep the weights in float32
+        os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
