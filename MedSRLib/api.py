@@ -1,4 +1,5 @@
 """``super_resolve``: the one entry point the CLI, the Slicer adapter and Python users share."""
+import dataclasses
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -9,10 +10,11 @@ from MedSRLib.grid.geometry import (ScaleLike, detect_thick_axis, format_scale, 
                                     target_spacing_scale)
 from MedSRLib.engine.backends import check_backend
 from MedSRLib.grid.intensity import Normaliser, cast_output
-from .methods import RunSettings, get_method
+from .methods import RunSettings, get_method, list_methods
 from MedSRLib.methods.base import DEFAULT_MEMORY_BUDGET_GB
 from .progress import CancelCheck, ProgressCallback
 from MedSRLib.io.volume import Volume, validate_volume
+from MedSRLib.models.catalog import list_models
 
 
 def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[ScaleLike] = None, *,
@@ -23,7 +25,7 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
                   normalisation: Optional[str] = None, percentiles: Optional[Tuple[float, float]] = None,
                   window: Optional[Tuple[float, float]] = None, output_dtype: str = "float32",
                   progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
-                  **method_options) -> Volume:
+                  check_only: bool = False, **method_options) -> Optional[Volume]:
     """Super-resolve ``volume`` by ``scale`` (one number, or one per (x, y, z) axis) with a registered method.
 
     ``scale`` defaults to 2; ``scale="auto"`` makes an anisotropic volume isotropic: the thick axis and its factor come
@@ -33,6 +35,8 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
     installed and pays off, else torch), ``"torch"`` or ``"openvino"`` (see :mod:`MedSRLib.engine.backends`).
     Returns a new Volume on the corner-aligned output grid (spacing / scale, size · scale, same direction); the input is
     never modified. Patch and stride are in input voxels. Raises a :class:`MedSRLib.errors.MedSRError` for bad input.
+    ``check_only=True`` makes those checks (method, options, scale, checkpoint, memory) and returns None without running,
+    so that a server can refuse a bad request before queueing it.
     """
     validate_volume(volume)
     chosen = get_method(method)
@@ -46,6 +50,8 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
     chosen.check_scale(scale_xyz, settings)
     # The output (float32) and the normalised input copy must fit before any method-specific buffers.
     settings.require_memory(4 * (np.prod(grid.shape, dtype=float) + volume.array.size), "The output volume")
+    if check_only:
+        return None
 
     trained = chosen.normalisation(scale_xyz, settings)
     normaliser = Normaliser.fit(volume.array, normalisation or trained["mode"],
@@ -81,3 +87,8 @@ def thick_axis_scale(volume: Volume):
         raise InputError(f"The volume is isotropic (spacing {format_scale(volume.spacing)} mm), so there is no thick axis "
                          "to detect; give the scale explicitly.")
     return thick.scale()
+
+
+def methods_and_models() -> dict:
+    """Every registered method and every catalog model, as ``medsr methods --json`` prints them and a server lists them."""
+    return {"methods": list_methods(), "models": [dataclasses.asdict(model) for model in list_models()]}

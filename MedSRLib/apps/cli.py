@@ -4,7 +4,6 @@ Every user error ends with one sentence on stderr and exit code 2; outputs are w
 renamed, so a failed run leaves no file behind.
 """
 import argparse
-import dataclasses
 import json
 import os
 import re
@@ -102,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     per_scan.add_argument("--force-scale", action="store_true", default=None,
                           help="trust --scale over the spacing (an isotropic volume, or a factor beyond the spacing "
                                "ratio)")
+    remote = sr.add_argument_group("on a `medsr serve` server")
+    remote.add_argument("--server", metavar="URL", help="run on this server (e.g. http://127.0.0.1:8765 through an SSH "
+                                                        "tunnel) on its device; the result is written here")
+    remote.add_argument("--token", help="the server's token (default: $MEDSR_SERVER_TOKEN)")
     add_progress_arguments(sr)
     sr.set_defaults(run=run_super_resolve)
 
@@ -167,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--only", nargs="+", help="dataset names to fetch (default: all)")
     add_progress_arguments(fetch)
     fetch.set_defaults(run=run_fetch)
+
+    serve = commands.add_parser("serve", help="serve super-resolution to other computers (needs medsr[serve])",
+                                description="An inference server for a GPU machine: clients (medsr super-resolve "
+                                            "--server, MedSRLib.apps.client) upload a volume and download the result. "
+                                            "Every request needs the token; across networks use an SSH tunnel or a "
+                                            "TLS reverse proxy.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer "
+                                                           "only)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.add_argument("--token", help="the token clients must send (default: $MEDSR_SERVER_TOKEN, else one generated "
+                                       "on first start and kept in your configuration folder)")
+    serve.add_argument("--workers", "--jobs", type=int, default=1, help="jobs run at a time, each in its own process; "
+                                                                       "later ones wait (default 1)")
+    serve.add_argument("--max-upload-mb", type=float, default=2048, help="largest upload accepted (default 2048)")
+    serve.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                       help="where the jobs run (default auto: CUDA, then Apple MPS, then CPU)")
+    serve.add_argument("--keep-minutes", type=float, default=60,
+                       help="how long a result not downloaded is kept (default 60)")
+    serve.set_defaults(run=run_serve)
     return parser
 
 
@@ -221,26 +243,52 @@ def progress_reporter(args, description):
 def run_super_resolve(args):
     from MedSRLib.api import super_resolve
     from MedSRLib.methods import MethodKind, get_method
-    from MedSRLib.methods.base import DEFAULT_MEMORY_BUDGET_GB
     from MedSRLib.io.volume_files import check_output_path, read_volume, write_volume
 
     refuse_overwriting_input(args.input, args.output)
     check_output_path(args.output)
+    if args.server:
+        return run_on_server(args)
     volume = read_volume(args.input)
     default = "auto" if get_method(args.method).kind == MethodKind.PER_SCAN else "2"
     scale = args.scale or (None if args.target_spacing is not None else default)
     label = f"×{scale}" if scale is not None else f"to {args.target_spacing:g} mm"
     with progress_reporter(args, f"{args.method} {label}") as progress:
-        result = super_resolve(
-            volume, args.method, scale, target_spacing=args.target_spacing, patch=args.patch, stride=args.stride, blend=args.blend,
-            batch_size=args.batch, device=args.device, backend=args.backend, checkpoint=args.checkpoint,
-            memory_budget_gb=args.memory_budget_gb or DEFAULT_MEMORY_BUDGET_GB, normalisation=args.normalisation,
-            window=args.window, output_dtype=args.output_dtype, progress=progress, **per_scan_options(args))
+        result = super_resolve(volume, args.method, scale, device=args.device, progress=progress, **run_options(args))
     write_volume(result, args.output)
+    report_written(args, result.size, result.spacing, result.metadata)
+
+
+def run_on_server(args):
+    """super-resolve --server: the same request, run on the server's device, the result downloaded to the output."""
+    from MedSRLib.errors import InputError
+    from .client import ServerClient
+    if args.device != "auto":
+        raise InputError("With --server the job runs on the server's device (medsr serve --device); leave out --device.")
+    client = ServerClient(args.server, args.token)
+    with progress_reporter(args, f"{args.method} on {args.server}") as progress:
+        status = client.super_resolve_file(args.input, args.output, args.method, args.scale, progress=progress,
+                                           **run_options(args))
+    result = status["result"]
+    report_written(args, result["size"], result["spacing"], result["metadata"])
+
+
+def run_options(args):
+    """super_resolve's keyword options the command line gives (not the device or the progress callback); those not
+    given keep super_resolve's defaults, which on a server are the server's (its memory budget)."""
+    options = dict(target_spacing=args.target_spacing, patch=args.patch, stride=args.stride, blend=args.blend,
+                   batch_size=args.batch, backend=args.backend, checkpoint=args.checkpoint,
+                   memory_budget_gb=args.memory_budget_gb,
+                   normalisation=args.normalisation, window=args.window, output_dtype=args.output_dtype,
+                   **per_scan_options(args))
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def report_written(args, size, spacing, metadata):
     if args.metadata_json:
         with open(args.metadata_json, "w", encoding="utf-8") as stream:
-            json.dump(result.metadata, stream, indent=2)
-    print(f"wrote {args.output}: size {result.size}, spacing {format_triple(result.spacing)} mm", file=sys.stderr)
+            json.dump(metadata, stream, indent=2)
+    print(f"wrote {args.output}: size {tuple(size)}, spacing {format_triple(spacing)} mm", file=sys.stderr)
 
 
 def per_scan_options(args):
@@ -287,15 +335,14 @@ def run_evaluate(args):
 
 
 def run_methods(args):
-    from MedSRLib.models.catalog import list_models
-    from MedSRLib.methods import list_methods
-    methods, models = list_methods(), [dataclasses.asdict(model) for model in list_models()]
+    from MedSRLib.api import methods_and_models
+    listing = methods_and_models()
     if args.json:
-        print(json.dumps({"methods": methods, "models": models}, indent=2))
+        print(json.dumps(listing, indent=2))
         return
-    for method in methods:
+    for method in listing["methods"]:
         print(f"{method['name']:<12} {method['kind']:<14} scales: {method['scales']:<10} {method['description']}")
-    for model in models:
+    for model in listing["models"]:
         print(f"model {model['name']}: {model['description']}")
 
 
@@ -356,6 +403,11 @@ def run_fetch(args):
         for entry in json.load(stream)["datasets"]:
             print(f"{entry['name']:<32} {entry['split']:<9} {os.path.join(folder, entry['path'])}")
     print(f"manifest: {manifest}")
+
+
+def run_serve(args):
+    from .server import serve
+    serve(args.host, args.port, args.token, args.device, args.workers, args.max_upload_mb, args.keep_minutes)
 
 
 def refuse_overwriting_input(input_path, output_path):

@@ -256,6 +256,11 @@ class ProcessRunner:
             pass
 
 
+def options_from_json(options: dict) -> dict:
+    """super_resolve's keyword options as read from JSON, whose arrays become the tuples they were (patch, window)."""
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in options.items()}
+
+
 def library_root() -> str:
     """The folder that contains the MedSRLib package (put on the child's PYTHONPATH)."""
     return str(Path(__file__).resolve().parents[2])
@@ -356,7 +361,7 @@ class SuperResolveJob:
                  step_bytes: int = STEP_BYTES):
         self.volume = volume
         self.method = method
-        self.request = {"method": method, "scale": scale if isinstance(scale, (str, int, float)) else
+        self.request = {"method": method, "scale": scale if scale is None or isinstance(scale, (str, int, float)) else
                         [float(value) for value in scale],
                         "options": dict(options or {}), "compare_bspline": compare_bspline and method != "bspline"}
         self.python = python

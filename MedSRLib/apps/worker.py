@@ -19,7 +19,8 @@ import warnings
 from typing import Dict, Optional, Sequence
 
 from MedSRLib.errors import MedSRError
-from .process import PROBE_PREFIX, RESULT, COMPARISON, STAGE_PREFIX, JobFolder, format_progress_line
+from .process import (PROBE_PREFIX, RESULT, COMPARISON, STAGE_PREFIX, JobFolder, format_progress_line,
+                      options_from_json)
 
 EXIT_USER_ERROR = 2
 EXTRA_METHODS_VARIABLE = "MEDSR_EXTRA_METHODS"
@@ -41,8 +42,7 @@ def run_job(folder: JobFolder) -> None:
     request = folder.read_json(JobFolder.REQUEST)
     say(f"{STAGE_PREFIX} Reading the input")
     volume = folder.load_volume("input")
-    options = {name: tuple(value) if isinstance(value, list) else value
-               for name, value in request["options"].items()}
+    options = options_from_json(request["options"])
     say(f"{STAGE_PREFIX} Super-resolving with {request['method']}")
     result = super_resolve(volume, request["method"], request["scale"], progress=report_progress, **options)
     folder.save_volume(RESULT, result)
