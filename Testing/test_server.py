@@ -20,11 +20,13 @@ pytest.importorskip("multipart", reason="medsr serve needs the 'serve' extra: pi
 import torch  # noqa: E402
 
 from MedSRLib.api import super_resolve  # noqa: E402
-from MedSRLib.apps.client import ServerClient  # noqa: E402
-from MedSRLib.apps.server import ServerSettings, create_app  # noqa: E402
+from MedSRLib.apps.cli import main as medsr  # noqa: E402
+from MedSRLib.apps.client import TOKEN_VARIABLE, ServerClient  # noqa: E402
+from MedSRLib.apps.server import ServerSettings, create_app, server_token  # noqa: E402
 from MedSRLib.errors import Cancelled, InputError, MedSRError  # noqa: E402
 from MedSRLib.io.volume import Volume  # noqa: E402
 from MedSRLib.io.volume_files import read_volume, write_volume  # noqa: E402
+from test_volume import write_dicom_series  # noqa: E402
 
 TOKEN = "test-token-for-loopback"
 MAX_UPLOAD_MB = 1
@@ -134,6 +136,42 @@ def test_learned_model_result_equals_the_local_one_in_the_requested_format(clien
     write_volume(super_resolve(read_volume(small_volume), "miassr", "2,2,1", checkpoint="miassr-cpu", device="cpu"),
                  local)
     assert_same_volume(read_volume(output), read_volume(local))
+
+
+def test_command_line_with_server_writes_what_it_writes_locally(server, small_volume, tmp_path, capsys):
+    remote, local = tmp_path / "remote.nii.gz", tmp_path / "local.nii.gz"
+    common = ["--method", "lanczos", "--scale", "1,1,2", "--output-dtype", "input", "--quiet"]
+    assert medsr(["super-resolve", str(small_volume), str(local), *common]) == 0
+    assert medsr(["super-resolve", str(small_volume), str(remote), *common, "--server", server.state.url,
+                  "--token", TOKEN]) == 0
+    assert_same_volume(read_volume(remote), read_volume(local))
+    capsys.readouterr()
+    assert medsr(["super-resolve", str(small_volume), str(tmp_path / "no.nrrd"), "--server", server.state.url,
+                  "--token", "wrong"]) == 2
+    assert capsys.readouterr().err.startswith("medsr: error: The token was not accepted by this MedSR server")
+    assert not (tmp_path / "no.nrrd").exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_generated_token_is_kept_for_its_owner_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv(TOKEN_VARIABLE, raising=False)
+    token, source = server_token(None)
+    stored = tmp_path / "medsr" / "server-token"
+    assert source is None and len(token) >= 32 and stored.stat().st_mode & 0o777 == 0o600
+    assert server_token(None) == (token, str(stored))  # the next start uses it
+    assert server_token("given") == ("given", "--token")
+
+
+def test_dicom_folder_is_zipped_on_the_way_and_read_as_here(client, tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    write_dicom_series(Volume(rng.integers(0, 1000, (6, 10, 10)).astype(np.int16), (0.8, 0.8, 2.5), (1.0, 2.0, 3.0),
+                              (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), {}), folder)
+    output = tmp_path / "from-dicom.nrrd"
+    client.super_resolve_file(folder, output, "bspline", "1,1,2")
+    assert_same_volume(read_volume(output), super_resolve(read_volume(folder), "bspline", "1,1,2"))
 
 
 def test_token_is_required_on_every_endpoint(server):

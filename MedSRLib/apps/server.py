@@ -90,8 +90,9 @@ class ServerSettings:
 # --- Jobs ----------------------------------------------------------------------------------------------------------
 
 class ServerJob(SuperResolveJob):
-    """One client's request: its upload is read when the job starts, and its result written as a file in its folder.
-    Only the queue's thread advances or cancels it; request handlers read its state and set ``cancel_requested``."""
+    """One client's request: its upload is read (again: it was checked on arrival) when the job starts, so that queued
+    jobs hold no volume in memory, and its result is written as a file in its folder. Only the queue's thread advances
+    or cancels it; request handlers read its state and set ``cancel_requested``."""
 
     def __init__(self, folder: Path, upload: Path, upload_name: str, output_format: str, method: str, scale,
                  options: dict):
@@ -466,10 +467,12 @@ def server_token(given: Optional[str]) -> tuple:
     if os.environ.get(TOKEN_VARIABLE):
         return os.environ[TOKEN_VARIABLE], TOKEN_VARIABLE
     path = token_file()
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip(), str(path)
+    stored = path.read_text(encoding="utf-8").strip() if path.exists() else ""
+    if stored:
+        return stored, str(path)
     token = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # an empty file (never a valid token): replaced, created anew so that it is 0600
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as stream:
         stream.write(token + "\n")
     return token, None
