@@ -191,7 +191,7 @@ def test_a_float_scale_through_super_resolve_lands_on_the_geometry_grid(arbitrar
         MedSRLib.super_resolve(volume, "test-arbitrary-scale", 5, checkpoint=checkpoint)
 
 
-def test_an_in_plane_model_runs_on_the_slices_its_checkpoint_names(arbitrary_scale_checkpoint):
+def test_an_in_plane_model_runs_on_the_slices_its_scale_leaves_at_1(arbitrary_scale_checkpoint):
     checkpoint = arbitrary_scale_checkpoint("test-in-plane", "2d-in-plane", {"min": [1, 1, 1], "max": [4, 1, 4]},
                                             slice_axis=1, inference_patch=[6, 6], inference_stride=[4, 4])
     volume = oblique_volume()
@@ -200,8 +200,12 @@ def test_an_in_plane_model_runs_on_the_slices_its_checkpoint_names(arbitrary_sca
     linear = MedSRLib.super_resolve(volume, "linear", (2.4, 1, 1.5))
     assert result.array.shape == linear.array.shape == (21, 18, 38)
     np.testing.assert_allclose(result.array, linear.array, atol=1e-3)
-    with pytest.raises(CheckpointError, match=r"supports the scales any from 1×1×1 to 4×1×4, not 2×1\.5×1"):
-        MedSRLib.super_resolve(volume, "test-in-plane", (2, 1.5, 1), checkpoint=checkpoint, device="cpu")
+    # Factor 1 on z instead: the same model on the slices along k.
+    axial = MedSRLib.super_resolve(volume, "test-in-plane", (2, 1.5, 1), checkpoint=checkpoint, device="cpu",
+                                   blend="crop-margin")
+    np.testing.assert_allclose(axial.array, MedSRLib.super_resolve(volume, "linear", (2, 1.5, 1)).array, atol=1e-3)
+    with pytest.raises(CheckpointError, match=r"supports the in-plane scales any from 1×1×1 to 4×1×4 .*not 5×1×1\.5"):
+        MedSRLib.super_resolve(volume, "test-in-plane", (5, 1, 1.5), checkpoint=checkpoint, device="cpu")
 
 
 def test_progress_and_cancel_at_a_float_scale(image):

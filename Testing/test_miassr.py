@@ -135,7 +135,15 @@ def test_end_to_end_at_a_non_integer_in_plane_scale_and_a_refused_one(checkpoint
     np.testing.assert_allclose(output.GetOrigin(), (3.0 + (0.5 - 1.2) / 2, -1.0 + (0.6 - 0.9) / 2, 2.0))
 
     refused = medsr("super-resolve", tmp_path / "scan.nrrd", tmp_path / "no.nrrd", "--method", "miassr",
-                    "--scale", "2,2,2", "--checkpoint", path)
+                    "--scale", "4.5,2,1", "--checkpoint", path)
     assert refused.returncode == 2
-    assert "supports the scales any from 1.1×1.1×1 to 4×4×1, not 2×2×2" in refused.stderr
+    assert "supports the in-plane scales any from 1.1×1.1×1 to 4×4×1" in refused.stderr
+    assert "not 4.5×2×1" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "no.nrrd").exists()
+
+    isotropic = medsr("super-resolve", tmp_path / "scan.nrrd", tmp_path / "no.nrrd", "--method", "miassr",
+                      "--scale", "2,2,2", "--checkpoint", path)
+    assert isotropic.returncode == 2
+    assert "super-resolves 2D slices in-plane: give a factor of 1 along the axis the slices are taken along " \
+           "(e.g. 4×4×1 for slices along z), not 2×2×2" in isotropic.stderr
+    assert len(isotropic.stderr.strip().splitlines()) == 1 and not (tmp_path / "no.nrrd").exists()

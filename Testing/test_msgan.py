@@ -1,6 +1,6 @@
 """MS-GAN: the two stages' outputs and what stage 2 reads, the untrained Lanczos-skip network against the lanczos
-kernel, the checkpoint round trip, and the method end to end through ``medsr super-resolve`` (the in-plane ×4 grid, and
-a scale the model does not serve refused in one sentence)."""
+kernel, the checkpoint round trip, the method end to end through ``medsr super-resolve`` (the in-plane ×4 grid, and
+a scale the model does not serve refused in one sentence), and slices taken along the axis the scale leaves at 1."""
 import subprocess
 import sys
 
@@ -89,3 +89,17 @@ def test_end_to_end_in_plane_x4_grid_and_a_refused_scale(checkpoint, tmp_path):
     assert refused.returncode == 2
     assert "4×4×1" in refused.stderr and "2.5×2.5×1" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "no.nrrd").exists()
+
+
+def test_slices_are_taken_along_the_axis_the_scale_leaves_at_1(checkpoint):
+    # --scale 1,4,4 runs the axially trained model on the slices along i (x), rows k and columns j: the same as
+    # running it along k on the volume whose axes are reordered to (i, k, j).
+    from MedSRLib.api import super_resolve
+    from MedSRLib.io.volume import Volume
+    path, _ = checkpoint
+    array = np.random.default_rng(1).random((9, 7, 3)).astype(np.float32)
+    sagittal = super_resolve(Volume(array, (1.0, 1.0, 1.0)), "msgan", (1, 4, 4), checkpoint=str(path), device="cpu")
+    assert sagittal.array.shape == (36, 28, 3)
+    reordered = super_resolve(Volume(np.ascontiguousarray(array.transpose(2, 0, 1)), (1.0, 1.0, 1.0)), "msgan",
+                              (4, 4, 1), checkpoint=str(path), device="cpu")
+    np.testing.assert_allclose(sagittal.array, reordered.array.transpose(1, 2, 0), atol=1e-5)

@@ -121,5 +121,6 @@ def test_end_to_end_in_plane_x4_and_a_refused_scale(checkpoint, tmp_path):
     refused = medsr("super-resolve", tmp_path / "scan.nrrd", tmp_path / "no.nrrd", "--method", "rdst",
                     "--scale", "2,2,1", "--checkpoint", path)
     assert refused.returncode == 2
-    assert "supports the scales 4×4×1, not 2×2×1" in refused.stderr
+    assert ("supports the in-plane scales 4×4×1 (their two in-plane factors on any slice axis), not 2×2×1"
+            in refused.stderr)
     assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "no.nrrd").exists()

@@ -1,7 +1,7 @@
 """Which scales a model serves and the inference settings a checkpoint carries."""
 import pytest
 
-from MedSRLib.errors import CheckpointError
+from MedSRLib.errors import CheckpointError, InputError
 from MedSRLib.models.inference_settings import InferenceSettings
 from MedSRLib.models.scales import ScaleSupport
 
@@ -60,11 +60,33 @@ def test_bad_inference_fields_are_named(field, value):
         InferenceSettings.from_metadata(metadata(**{field: value}))
 
 
-def test_check_serves_names_the_method_or_the_scales():
+def test_for_run_names_the_method_or_the_scales():
     settings = InferenceSettings.from_metadata(metadata(scales=None, scale_range={"min": [1, 1, 1],
                                                                                   "max": [4, 4, 4]}))
-    settings.check_serves("m", (2.5, 2.5, 1))
+    assert settings.for_run("m", (2.5, 2.5, 1)) == settings
     with pytest.raises(CheckpointError, match="trained for method 'm', not 'other'"):
-        settings.check_serves("other", (2, 2, 2))
+        settings.for_run("other", (2, 2, 2))
     with pytest.raises(CheckpointError, match="supports the scales any from 1×1×1 to 4×4×4, not 5×1×1"):
-        settings.check_serves("m", (5, 1, 1))
+        settings.for_run("m", (5, 1, 1))
+
+
+def test_an_in_plane_model_takes_its_slices_along_the_axis_the_scale_leaves_at_1():
+    # Trained on slices along k (z) with rows j (y) ×4 and columns i (x) ×2.
+    settings = InferenceSettings.from_metadata(metadata(axes="2d-in-plane", patch=[16, 16], slice_axis=0,
+                                                        scales=[[2, 4, 1]]))
+    assert settings.for_run("m", (2, 4, 1)).slice_axis == 0
+    # Slices along i (x): rows k (z) ×4, columns j (y) ×2 — the same (rows, columns) factors.
+    assert settings.for_run("m", (1, 2, 4)).slice_axis == 2
+    # Slices along j (y): rows k (z) ×4, columns i (x) ×2.
+    assert settings.for_run("m", (2, 1, 4)).slice_axis == 1
+    with pytest.raises(CheckpointError, match=r"in-plane scales 2×4×1 \(their two in-plane factors on any slice "
+                                              r"axis\), not 4×1×2"):
+        settings.for_run("m", (4, 1, 2))  # rows z ×2, columns x ×4: swapped
+    with pytest.raises(InputError, match="super-resolves 2D slices in-plane: give a factor of 1 along the axis the "
+                                         "slices are taken along .*not 2×2×2; for a 3D factor use a 3D method"):
+        settings.for_run("m", (2, 2, 2))
+    # Several axes at 1: the checkpoint's own slice axis first, else the first that fits.
+    square = InferenceSettings.from_metadata(metadata(axes="2d-in-plane", patch=[16, 16], slice_axis=1,
+                                                      scale_range={"min": [1, 1, 1], "max": [4, 1, 4]}, scales=None))
+    assert square.for_run("m", (1, 1, 3)).slice_axis == 1
+    assert square.for_run("m", (3, 1, 1)).slice_axis == 1

@@ -42,16 +42,18 @@ class NetworkMethod(Method):
         return entry.name
 
     def _header_settings(self, scale_xyz, settings: RunSettings):
-        """The model's inference settings from its checkpoint's header (a catalog model is fetched if need be)."""
+        """The model's inference settings for this scale from its checkpoint's header (a catalog model is fetched if
+        need be); refuses a model for another method or scale."""
         from MedSRLib.models.checkpoints import checkpoint_path, read_metadata
         from MedSRLib.models.inference_settings import InferenceSettings
         path = checkpoint_path(self.model_source(scale_xyz, settings), progress=settings.progress,
                                cancel=settings.cancel)
-        return InferenceSettings.from_metadata(read_metadata(path), str(path), self.setting_defaults())
+        return InferenceSettings.from_metadata(read_metadata(path), str(path), self.setting_defaults()).for_run(
+            self.name, scale_xyz)
 
     def check_scale(self, scale_xyz, settings: RunSettings) -> None:
         """Refuse, before any work, a model for another method or scale."""
-        self._header_settings(scale_xyz, settings).check_serves(self.name, scale_xyz)
+        self._header_settings(scale_xyz, settings)
 
     def normalisation(self, scale_xyz, settings: RunSettings) -> dict:
         """The normalisation the model was trained with, from its checkpoint's header."""
@@ -74,8 +76,8 @@ class NetworkMethod(Method):
 
         source = self.model_source(scale_xyz, settings)
         model, metadata = load_model(source)
-        model_settings = InferenceSettings.from_metadata(metadata, str(source), self.setting_defaults())
-        model_settings.check_serves(self.name, scale_xyz)
+        model_settings = InferenceSettings.from_metadata(metadata, str(source), self.setting_defaults()).for_run(
+            self.name, scale_xyz)
         sha256 = file_sha256(source) if Path(source).is_file() else find_model(source).sha256
         options = replace(self._tiling_options(model_settings, settings), model_key=sha256)
         if model_settings.axes == "2d-through-plane":

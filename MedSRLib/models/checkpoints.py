@@ -152,7 +152,7 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
 
 def check_compatible(metadata: dict, method_name: str, scale_xyz: Iterable[float]) -> None:
     """Raise CheckpointError unless the checkpoint was trained for ``method_name`` and serves ``scale_xyz``."""
-    InferenceSettings.from_metadata(metadata).check_serves(method_name, scale_xyz)
+    InferenceSettings.from_metadata(metadata).for_run(method_name, scale_xyz)
 
 
 def weights_sha256(tensors: StateDict) -> str:

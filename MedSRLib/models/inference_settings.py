@@ -6,7 +6,8 @@ Fields (beside the weights' architecture and training provenance):
 * ``axes``: ``"3d"`` (3D windows), ``"2d-in-plane"`` (2D slices along ``slice_axis``, their two axes scaled) or
   ``"2d-through-plane"`` (the volume is interpolated onto the output grid, then slices through the thick axis are
   refined; ``orientations`` 1 or 2 of them averaged);
-* ``slice_axis``: the array axis (0, 1, 2 = k, j, i) the slices of a 2d-in-plane model are taken along;
+* ``slice_axis``: the array axis (0, 1, 2 = k, j, i) the slices of a 2d-in-plane model were taken along in training
+  (a run takes them along the axis its scale leaves at 1: :meth:`InferenceSettings.for_run`);
 * ``conditioning``: ``"none"`` (``model(x)``) or ``"coordinates"`` (``model(x, coordinates, scale)``, an
   arbitrary-scale network; see :mod:`MedSRLib.engine.tiling`);
 * ``patch``: the patch the model was trained on, in input voxels of the window axes (required; informative);
@@ -16,12 +17,13 @@ Fields (beside the weights' architecture and training provenance):
 
 Optional fields a checkpoint leaves out take the method's defaults (its class attributes).
 """
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Iterable, Optional, Tuple
 
-from MedSRLib.errors import CheckpointError
+from MedSRLib.errors import CheckpointError, InputError
 from MedSRLib.grid.geometry import format_scale
-from .scales import ScaleSupport
+from .scales import Scale, ScaleSupport
 
 AXES = ("3d", "2d-in-plane", "2d-through-plane")
 CONDITIONINGS = ("none", "coordinates")
@@ -86,11 +88,39 @@ class InferenceSettings:
                    inference_stride=_optional_tuple(values.get("inference_stride")),
                    orientations=values.get("orientations"))
 
-    def check_serves(self, method_name: str, scale_xyz: Iterable[float]) -> None:
-        """CheckpointError unless this model was trained for ``method_name`` and serves ``scale_xyz``."""
+    def for_run(self, method_name: str, scale_xyz: Iterable[float]) -> "InferenceSettings":
+        """These settings for running ``method_name`` at ``scale_xyz``; CheckpointError (or InputError for a scale no
+        slice model can take) unless this model was trained for that method and serves that scale.
+
+        A 2D in-plane model serves its in-plane factors on any slice axis: the slices are taken along the array axis
+        whose factor is 1 (the checkpoint's own slice axis first when several are), so a model trained on axial
+        slices runs on sagittal ones for ``--scale 1,4,4``. The returned settings carry that axis."""
         if self.method != method_name:
             raise CheckpointError(f"Checkpoint was trained for method '{self.method}', not '{method_name}'.")
         scale = tuple(float(factor) for factor in scale_xyz)
-        if not self.scales.contains(scale):
-            raise CheckpointError(f"Checkpoint supports the scales {self.scales.describe()}, not "
-                                  f"{format_scale(scale)}.")
+        if self.axes != "2d-in-plane":
+            if not self.scales.contains(scale):
+                raise CheckpointError(f"Checkpoint supports the scales {self.scales.describe()}, not "
+                                      f"{format_scale(scale)}.")
+            return self
+        unit_axes = [axis for axis in range(3) if math.isclose(scale[2 - axis], 1.0)]
+        if not unit_axes:
+            raise InputError(f"Method '{method_name}' super-resolves 2D slices in-plane: give a factor of 1 along the "
+                             f"axis the slices are taken along (e.g. {format_scale(self.scales.default())} for "
+                             f"slices along {'zyx'[self.slice_axis]}), not {format_scale(scale)}; for a 3D factor use a 3D method such as "
+                             "arssr.")
+        for axis in sorted(unit_axes, key=lambda axis: axis != self.slice_axis):
+            if self.scales.contains(self._in_training_frame(scale, axis)):
+                return replace(self, slice_axis=axis)
+        raise CheckpointError(f"Checkpoint supports the in-plane scales {self.scales.describe()} (their two in-plane "
+                              f"factors on any slice axis), not {format_scale(scale)}.")
+
+    def _in_training_frame(self, scale_xyz: Scale, slice_axis: int) -> Scale:
+        """``scale_xyz`` with slices along ``slice_axis`` rewritten as the same in-plane factors (rows, columns) on the
+        checkpoint's slice axis, the frame its scales are stated in."""
+        by_array_axis = scale_xyz[::-1]
+        rows, columns = (by_array_axis[axis] for axis in range(3) if axis != slice_axis)
+        trained = [1.0, 1.0, 1.0]
+        trained_rows, trained_columns = (axis for axis in range(3) if axis != self.slice_axis)
+        trained[trained_rows], trained[trained_columns] = rows, columns
+        return tuple(trained[::-1])

@@ -163,8 +163,7 @@ def load_per_scan_model(source: str, method_name: str,
                         scale_xyz: Sequence[float]) -> Tuple[torch.nn.Module, InferenceSettings]:
     """A saved per-scan model, checked to be for this method and scale, and its inference settings."""
     network, metadata = load_model(source)
-    settings = InferenceSettings.from_metadata(metadata, str(source))
-    settings.check_serves(method_name, scale_xyz)
+    settings = InferenceSettings.from_metadata(metadata, str(source)).for_run(method_name, scale_xyz)
     if settings.axes != "2d-through-plane":
         raise CheckpointError(f"Checkpoint '{source}' is not a per-scan through-plane model.")
     return network, settings
