@@ -139,10 +139,16 @@ def test_learned_model_result_equals_the_local_one_in_the_requested_format(clien
 
 
 def test_command_line_with_server_writes_what_it_writes_locally(server, small_volume, tmp_path, capsys):
+    """On a DICOM series folder, which the client zips on the way."""
+    folder = tmp_path / "series"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    write_dicom_series(Volume(rng.integers(0, 1000, (6, 10, 10)).astype(np.int16), (0.8, 0.8, 2.5), (1.0, 2.0, 3.0),
+                              (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), {}), folder)
     remote, local = tmp_path / "remote.nii.gz", tmp_path / "local.nii.gz"
     common = ["--method", "lanczos", "--scale", "1,1,2", "--output-dtype", "input", "--quiet"]
-    assert medsr(["super-resolve", str(small_volume), str(local), *common]) == 0
-    assert medsr(["super-resolve", str(small_volume), str(remote), *common, "--server", server.state.url,
+    assert medsr(["super-resolve", str(folder), str(local), *common]) == 0
+    assert medsr(["super-resolve", str(folder), str(remote), *common, "--server", server.state.url,
                   "--token", TOKEN]) == 0
     assert_same_volume(read_volume(remote), read_volume(local))
     capsys.readouterr()
@@ -161,17 +167,6 @@ def test_a_generated_token_is_kept_for_its_owner_alone(tmp_path, monkeypatch):
     assert source is None and len(token) >= 32 and stored.stat().st_mode & 0o777 == 0o600
     assert server_token(None) == (token, str(stored))  # the next start uses it
     assert server_token("given") == ("given", "--token")
-
-
-def test_dicom_folder_is_zipped_on_the_way_and_read_as_here(client, tmp_path):
-    folder = tmp_path / "series"
-    folder.mkdir()
-    rng = np.random.default_rng(5)
-    write_dicom_series(Volume(rng.integers(0, 1000, (6, 10, 10)).astype(np.int16), (0.8, 0.8, 2.5), (1.0, 2.0, 3.0),
-                              (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), {}), folder)
-    output = tmp_path / "from-dicom.nrrd"
-    client.super_resolve_file(folder, output, "bspline", "1,1,2")
-    assert_same_volume(read_volume(output), super_resolve(read_volume(folder), "bspline", "1,1,2"))
 
 
 def test_token_is_required_on_every_endpoint(server):
@@ -242,8 +237,8 @@ def test_options_the_server_chooses_are_refused(client, small_volume):
         client.submit(small_volume, "miassr", "2,2,1", checkpoint="/etc/passwd")
 
 
-def test_one_worker_queues_the_next_job_and_cancel_ends_the_worker(server, client, small_volume, thick_volume,
-                                                                   tmp_path):
+def test_one_worker_queues_the_next_job_cancel_ends_the_worker_and_results_expire(server, client, small_volume,
+                                                                                  thick_volume, tmp_path, monkeypatch):
     waiting = client.submit(thick_volume, **LONG_JOB)
     queued = client.submit(small_volume, "bspline", "2")
     dropped = client.submit(small_volume, "bspline", "2")
@@ -260,7 +255,9 @@ def test_one_worker_queues_the_next_job_and_cancel_ends_the_worker(server, clien
     with pytest.raises(InputError, match="has no result"):
         client.download(waiting["id"], tmp_path / "never.nrrd")
 
-    client.wait(queued["id"])  # the queued job starts once the worker is free
-    client.download(queued["id"], tmp_path / "queued.nrrd")
-    assert_same_volume(read_volume(tmp_path / "queued.nrrd"), super_resolve(read_volume(small_volume), "bspline", 2))
+    assert client.wait(queued["id"])["state"] == "done"  # the queued job starts once the worker is free
+
+    monkeypatch.setattr(server.state.jobs, "keep_s", 1.0)  # medsr serve --keep-minutes, shortened
+    wait_for(lambda: raw_request(server, f"/jobs/{queued['id']}")[0] == 404, "the result to expire", timeout_s=10)
+    assert_no_job_files(server)
 

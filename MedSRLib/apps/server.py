@@ -38,7 +38,7 @@ from MedSRLib._version import __version__
 from MedSRLib.errors import InputError, MedSRError
 from MedSRLib.io.volume_files import WRITABLE_EXTENSIONS, read_volume, write_volume
 from MedSRLib.models.catalog import list_models
-from .batch import default_scale
+from .batch import default_scale, limit_threads
 from .client import DEFAULT_PORT, TOKEN_VARIABLE, upload_too_large
 from .process import RESULT, JobState, SuperResolveJob, options_from_json
 
@@ -490,6 +490,9 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: Optional[str
         raise InputError(f"--max-upload-mb must be positive, not {max_upload_mb:g}.")
     token, source = server_token(token)
     settings = ServerSettings(token, device, workers, max_upload_mb, keep_minutes)
+    # Each job's worker process inherits its share of the cores, so that the jobs running together do not fight over
+    # them (torch would give each all of them).
+    limit_threads(max(1, (os.cpu_count() or 1) // workers))
     say = lambda line: print(f"medsr serve: {line}", file=sys.stderr, flush=True)  # noqa: E731
     say(f"http://{host}:{port} on device {device}, {workers} job(s) at a time, uploads up to {max_upload_mb:g} MB")
     if source is None:
