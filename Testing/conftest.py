@@ -38,3 +38,17 @@ def training_volumes():
     for name in (TRAIN_VOLUME, VALIDATION_VOLUME):
         cached_dataset(name)
     return TRAIN_VOLUME, VALIDATION_VOLUME
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_backend_cache(tmp_path_factory):
+    """Tests start without the user's converted models (engine.backends), so backend auto picks torch for their small
+    volumes however the machine was used before; Testing/test_backends.py fills its own cache."""
+    import os
+    previous = os.environ.get("MEDSR_BACKEND_CACHE_DIR")
+    os.environ["MEDSR_BACKEND_CACHE_DIR"] = str(tmp_path_factory.mktemp("backend-cache"))
+    yield
+    if previous is None:
+        del os.environ["MEDSR_BACKEND_CACHE_DIR"]
+    else:
+        os.environ["MEDSR_BACKEND_CACHE_DIR"] = previous

@@ -1,4 +1,4 @@
-"""``python -m MedSRLib.evaluation``: the evaluation protocol on held-out volumes."""
-from .protocol import main
+"""``python -m MedSRLib.evaluation``: the evaluation protocol on held-out volumes (``--all``: the leaderboard)."""
+from .leaderboard import main
 
 main()

@@ -131,14 +131,21 @@ def evaluate_method(method_name: str, hr_array: np.ndarray, mode: str, scale: fl
 
 
 def _score(method_name, hr, lr, degradation: Degradation, settings=None, hr_spacing_xyz=(1.0, 1.0, 1.0)):
+    sr, seconds = super_resolve_row(method_name, lr, degradation, settings, hr_spacing_xyz)
+    scores = compare(sr, hr)
+    scores["seconds"] = seconds
+    return scores
+
+
+def super_resolve_row(method_name: str, lr: np.ndarray, degradation: Degradation,
+                      settings: Optional[RunSettings] = None,
+                      hr_spacing_xyz: Sequence[float] = (1.0, 1.0, 1.0)) -> Tuple[np.ndarray, float]:
+    """Step 4 of the protocol: the method's output on the HR grid, clipped to [0, 1], and its run time in seconds."""
     scale_xyz = degradation.scale_xyz()
     lr_spacing = tuple(float(s) * f for s, f in zip(hr_spacing_xyz, scale_xyz))
     started = time.perf_counter()
     sr = get_method(method_name).run(lr, scale_xyz, lr_spacing, settings or RunSettings())
-    seconds = time.perf_counter() - started
-    scores = compare(np.clip(sr, 0, 1), hr)
-    scores["seconds"] = seconds
-    return scores
+    return np.clip(sr, 0, 1), time.perf_counter() - started
 
 
 def heldout_volume(name: str) -> np.ndarray:
@@ -186,17 +193,28 @@ def _checkpoint_argument(text: str) -> Tuple[str, str]:
     return method, checkpoint
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m MedSRLib.evaluation",
                                      description="Print the evaluation protocol's table (docs/protocol.md) on a held-out volume.")
-    parser.add_argument("--methods", nargs="+", default=["linear", "bspline"], help="registered method names")
+    parser.add_argument("--methods", nargs="+",
+                        help="registered method names (default linear bspline); with --all, interpolation methods and "
+                             "shipped model names (default: all of them)")
     parser.add_argument("--volume", default="colin27", help="held-out dataset name (default colin27)")
     parser.add_argument("--rows", nargs="+", default=[d.key for d in DEGRADATIONS],
                         help="degradations, e.g. isotropic-2.5 inplane-4 thick-8 (default: the nine rows of docs/protocol.md)")
     parser.add_argument("--checkpoint", action="append", default=[], type=_checkpoint_argument,
                         metavar="METHOD=CHECKPOINT", help="a learned method's checkpoint (default: its shipped model)")
     parser.add_argument("--json", help="also write every score (with run times) to this file")
-    arguments = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_table(build_parser().parse_args(argv))
+
+
+def run_table(arguments: argparse.Namespace) -> None:
+    """Print the table the parsed command line asks for (and write its --json)."""
+    arguments.methods = arguments.methods or ["linear", "bspline"]
     try:
         checkpoints = dict(arguments.checkpoint)
         unused = sorted(set(checkpoints) - set(arguments.methods))

@@ -1,0 +1,54 @@
+"""The leaderboard (python -m MedSRLib.evaluation --all): which rows each contestant gets, and a --quick run on crops."""
+import subprocess
+import sys
+
+from conftest import cached_dataset
+from MedSRLib.evaluation.leaderboard import Entry, entries, supports
+from MedSRLib.evaluation.protocol import Degradation
+
+
+def evaluation(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "MedSRLib.evaluation", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_every_interpolation_and_every_shipped_model_takes_part():
+    labels = [entry.label for entry in entries()]
+    assert {"nearest", "linear", "bspline", "lanczos"} <= set(labels)
+    assert {"threeplayer-x2", "esrgan3d-psnr-x2", "arssr-cpu", "miassr-cpu"} <= set(labels)
+
+
+def test_a_contestant_gets_the_rows_its_method_or_model_serves():
+    def rows(entry):
+        return [key for key in ("isotropic-2", "isotropic-2.5", "inplane-4", "thick-4", "thick-8")
+                if supports(entry, Degradation.from_key(key).scale_xyz())]
+    assert rows(Entry("bspline", "bspline")) == ["isotropic-2", "isotropic-2.5", "inplane-4", "thick-4", "thick-8"]
+    assert rows(Entry("threeplayer-x2", "threeplayer", "threeplayer-x2")) == ["isotropic-2"]
+    assert rows(Entry("miassr-cpu", "miassr", "miassr-cpu")) == ["inplane-4"]
+    assert rows(Entry("arssr-cpu", "arssr", "arssr-cpu")) == ["isotropic-2", "isotropic-2.5", "inplane-4", "thick-4"]
+
+
+def test_quick_run_writes_the_results_page_with_its_command(tmp_path):
+    cached_dataset("colin27")
+    results = tmp_path / "results.md"
+    arguments = ["--all", "--quick", "--methods", "lanczos", "threeplayer-x2", "--rows", "isotropic-2",
+                 "--volumes", "colin27", "--backend", "torch", "--results", results]
+    completed = evaluation(*arguments)
+    assert completed.returncode == 0, completed.stderr
+    page = results.read_text(encoding="utf-8")
+    command = "python -m MedSRLib.evaluation " + " ".join(map(str, arguments))
+    assert f"Regenerate with `{command}`" in page.splitlines()[2]
+    rows = [line for line in page.splitlines() if line.startswith("| isotropic ×2 |")]
+    assert [row.split(" | ")[1] for row in rows] == ["bspline", "lanczos", "threeplayer-x2"]
+    bspline, lanczos, threeplayer = (row.split(" | ") for row in rows)
+    assert bspline[3] == "+0.00" and float(threeplayer[3]) > 1  # the gain over B-spline on the 48³ crop
+    assert threeplayer[-2] == "1,357,409" and threeplayer[-1].startswith("389")  # parameters, kFLOP per voxel
+    assert results.with_suffix(".png").is_file() or "No plot: matplotlib is not installed" in page
+
+
+def test_an_unknown_contestant_is_one_clear_error():
+    completed = evaluation("--all", "--methods", "bicubic", "--volumes", "colin27")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        "error: 'bicubic' is neither an interpolation method nor a shipped model; choose from bspline, lanczos, "
+        "linear, nearest, threeplayer-x2, miassr-cpu, esrgan3d-psnr-x2, arssr-cpu."]
