@@ -93,8 +93,8 @@ class ServerClient:
             fields["output_format"] = output_format
         with opened_upload(input_path) as (upload, filename):
             body = multipart_body(fields, "volume", filename, upload)
-            # Refused here rather than by the server, which answers before reading the body and closes the connection
-            # under the upload, so that the client could see a reset connection instead of the server's sentence.
+            # Refused here too: the server answers 413 before reading the body and closes the connection under the
+            # upload, so that a client that is still sending sees a reset connection rather than the sentence.
             limit_mb = self.info()["max_upload_mb"]
             if body[2] > limit_mb * 2 ** 20:
                 raise InputError(upload_too_large(limit_mb))
@@ -103,10 +103,10 @@ class ServerClient:
     def status(self, job_id: str) -> dict:
         """{"id", "state" (queued, running, done, failed, cancelled), "stage", "progress": [done, total], "message",
         and once done "result": {"size", "spacing", "metadata"}}."""
-        return self._json("GET", f"/jobs/{job_id}")
+        return self._json("GET", job_path(job_id))
 
     def cancel(self, job_id: str) -> dict:
-        return self._json("POST", f"/jobs/{job_id}/cancel")
+        return self._json("POST", job_path(job_id, "/cancel"))
 
     def wait(self, job_id: str, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
              poll_interval_s: float = POLL_INTERVAL_S) -> dict:
@@ -135,7 +135,7 @@ class ServerClient:
         output_path = Path(check_output_path(output_path))
         partial = temporary_sibling(output_path)
         try:
-            with self._open("GET", f"/jobs/{job_id}/result") as response, open(partial, "wb") as stream:
+            with self._open("GET", job_path(job_id, "/result")) as response, open(partial, "wb") as stream:
                 shutil.copyfileobj(response, stream, COPY_CHUNK_BYTES)
             os.replace(partial, output_path)
         finally:
@@ -175,6 +175,10 @@ class ServerClient:
             reason = getattr(error, "reason", error)
             raise MedSRError(f"Could not reach the MedSR server at {self.url} ({reason}); is `medsr serve` running "
                              "there, and the SSH tunnel open if there is one?") from None
+
+
+def job_path(job_id: str, action: str = "") -> str:
+    return f"/jobs/{urllib.parse.quote(job_id, safe='')}{action}"
 
 
 def server_error(error: urllib.error.HTTPError) -> MedSRError:

@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from MedSRLib._version import __version__
+from MedSRLib.api import methods_and_models, super_resolve
 from MedSRLib.errors import InputError, MedSRError
 from MedSRLib.io.volume_files import WRITABLE_EXTENSIONS, read_volume, write_volume
 from MedSRLib.models.catalog import list_models
-from .batch import default_scale, limit_threads
+from .batch import default_scale, first_line, limit_threads
 from .client import DEFAULT_PORT, TOKEN_VARIABLE, upload_too_large
 from .process import RESULT, JobState, SuperResolveJob, options_from_json
 
@@ -298,8 +299,6 @@ def request_options(text: str, device: str) -> dict:
 def plan_job(folder: Path, upload: UploadFile, method: str, scale: Optional[str], options_json: str,
              output_format: Optional[str], settings: ServerSettings) -> ServerJob:
     """The job a request asks for, refused with the sentence ``super_resolve`` would raise if it cannot run."""
-    from MedSRLib.api import super_resolve
-
     name = upload_name(upload)
     saved = save_upload(upload, folder, settings.max_upload_bytes)
     try:
@@ -324,11 +323,6 @@ def result_format(requested: Optional[str], upload_extension: str) -> str:
     if extension not in WRITABLE_EXTENSIONS:
         raise InputError(f"The output format must be one of {', '.join(WRITABLE_EXTENSIONS)}, not '{requested}'.")
     return extension
-
-
-def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0].strip() if lines else type(error).__name__
 
 
 def refusal(status: int, detail: str, headers: Optional[dict] = None) -> JSONResponse:
@@ -372,8 +366,6 @@ class RequestGuard:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The server's application; ``app.state.jobs`` is its :class:`JobQueue`, started and stopped with it."""
-    from MedSRLib.api import methods_and_models
-
     root = Path(tempfile.mkdtemp(prefix="medsr-serve-"))
     jobs = JobQueue(root, settings.workers, settings.keep_minutes * 60,
                     log=lambda line: print(f"medsr serve: {line}", file=sys.stderr, flush=True))
