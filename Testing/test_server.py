@@ -230,6 +230,18 @@ def test_unreadable_volume_is_422_with_the_local_sentence(server, client, tmp_pa
     assert str(remote.value) == str(local.value)
 
 
+def test_a_job_that_fails_says_why_as_the_local_run_does(server, client, small_volume):
+    options = dict(normalisation="window")  # accepted on arrival; the worker finds no window to normalise with
+    with pytest.raises(MedSRError) as local:
+        super_resolve(read_volume(small_volume), "bspline", 2, **options)
+    job = client.submit(small_volume, "bspline", "2", **options)
+    with pytest.raises(MedSRError) as remote:
+        client.wait(job["id"], poll_interval_s=0.1)
+    assert str(remote.value) == str(local.value)
+    assert client.status(job["id"])["state"] == "failed"
+    assert_no_job_files(server)
+
+
 def test_options_the_server_chooses_are_refused(client, small_volume):
     with pytest.raises(InputError, match="own device"):
         client.submit(small_volume, device="cuda")
