@@ -229,6 +229,13 @@ def estimate_memory(image_shape: Sequence[int], factors: FactorsLike, options: T
     return int(values * BYTES_PER_VOXEL)
 
 
+def computed_output_voxels(image_shape: Sequence[int], factors: FactorsLike, options: TilingOptions) -> int:
+    """Output voxels the network computes over all windows (overlaps and padding included): the work behind a run,
+    for throughput in FLOP/s."""
+    grid = _make_grid(image_shape, factors, options)
+    return grid.window_count * math.prod(grid.out_patch)
+
+
 def _gaussian_profile(length: int) -> torch.Tensor:
     sigma = GAUSSIAN_SIGMA_FRACTION * length
     offsets = torch.arange(length, dtype=torch.float64) - (length - 1) / 2
