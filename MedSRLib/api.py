@@ -28,8 +28,9 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
                   check_only: bool = False, **method_options) -> Optional[Volume]:
     """Super-resolve ``volume`` by ``scale`` (one number, or one per (x, y, z) axis) with a registered method.
 
-    ``scale`` defaults to 2; ``scale="auto"`` makes an anisotropic volume isotropic: the thick axis and its factor come
-    from the spacing. ``target_spacing`` (mm), instead of a scale, brings every axis coarser than it to that spacing.
+    ``scale`` defaults to the method's (2 on every axis; "auto" for per-scan methods; a 2D in-plane model's own factors
+    on the slices of the scan's finely sampled plane); ``scale="auto"`` makes an anisotropic volume isotropic: the
+    thick axis and its factor come from the spacing. ``target_spacing`` (mm), instead of a scale, brings every axis coarser than it to that spacing.
     ``normalisation`` / ``percentiles`` / ``window`` default to the model's (from its checkpoint; percentile 0.5–99.5
     for methods without one). ``backend`` runs a network's forward pass: ``"auto"`` (OpenVINO on the CPU where it is
     installed and pays off, else torch), ``"torch"`` or ``"openvino"`` (see :mod:`MedSRLib.engine.backends`).
@@ -41,6 +42,8 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
     validate_volume(volume)
     chosen = get_method(method)
     chosen.check_options(method_options)
+    if scale is None and target_spacing is None:
+        scale = chosen.default_scale(volume.spacing, checkpoint)
     scale_xyz = requested_scale(volume, scale, target_spacing)
     grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, scale_xyz)
     check_backend(backend)
@@ -70,7 +73,8 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
 
 
 def requested_scale(volume: Volume, scale: Optional[ScaleLike], target_spacing: Optional[float]):
-    """The (x, y, z) scale a call asks for: ``scale`` (a value, or "auto"), ``target_spacing``, or 2."""
+    """The (x, y, z) scale a call asks for: ``scale`` (a value, or "auto"), ``target_spacing``, or 2 when neither is
+    given (super_resolve first asks the method for its default)."""
     if target_spacing is not None:
         if scale is not None:
             raise InputError("Give scale=… or target_spacing=…, not both.")

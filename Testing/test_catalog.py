@@ -203,3 +203,10 @@ def test_unwritable_cache_is_reported_clearly(tmp_path, server, monkeypatch):
     path = write_catalog(tmp_path, entry("a", file=None, url=f"{server.base_url}/a.safetensors"))
     with pytest.raises(CheckpointError, match="not-a-folder is writable"):
         resolve_model("a", path)
+
+
+def test_an_in_plane_method_finds_its_model_for_slices_along_any_axis():
+    # miassr-cpu was trained on axial slices (in-plane factors 1.1–4 on x and y); sagittal slices ×2.5 (y, z) fit it.
+    assert default_model_for("miassr", (1, 2.5, 2.5)) is None
+    assert default_model_for("miassr", (1, 2.5, 2.5), in_plane=True).name == "miassr-cpu"
+    assert default_model_for("miassr", (2, 2, 2), in_plane=True) is None

@@ -103,3 +103,20 @@ def test_slices_are_taken_along_the_axis_the_scale_leaves_at_1(checkpoint):
     reordered = super_resolve(Volume(np.ascontiguousarray(array.transpose(2, 0, 1)), (1.0, 1.0, 1.0)), "msgan",
                               (4, 4, 1), checkpoint=str(path), device="cpu")
     np.testing.assert_allclose(sagittal.array, reordered.array.transpose(1, 2, 0), atol=1e-5)
+
+
+@pytest.mark.parametrize("spacing, expected_size", [
+    ((4.0, 0.9, 0.9), (14, 76, 12)),    # thick x (sagittal stack): slices along i, rows k and columns j ×4
+    ((0.9, 0.9, 4.0), (56, 76, 3)),     # thick z (axial stack)
+    ((1.0, 1.0, 1.0), (56, 76, 3)),     # isotropic: the slices it was trained on (along k)
+])
+def test_without_a_scale_the_model_runs_on_the_scans_finely_sampled_slices(checkpoint, tmp_path, spacing,
+                                                                          expected_size):
+    path, _ = checkpoint
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((3, 19, 14)).astype(np.float32))
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(tmp_path / "scan.nrrd"))
+    result = medsr("super-resolve", tmp_path / "scan.nrrd", tmp_path / "sr.nrrd", "--method", "msgan",
+                   "--checkpoint", path, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert sitk.ReadImage(str(tmp_path / "sr.nrrd")).GetSize() == expected_size

@@ -3,7 +3,7 @@ import pytest
 
 from MedSRLib.errors import CheckpointError, InputError
 from MedSRLib.models.inference_settings import InferenceSettings
-from MedSRLib.models.scales import ScaleSupport
+from MedSRLib.models.scales import ScaleSupport, moved_to_slice_axis, unit_axes
 
 
 def test_listed_scales_match_up_to_rounding_only():
@@ -68,6 +68,14 @@ def test_for_run_names_the_method_or_the_scales():
         settings.for_run("other", (2, 2, 2))
     with pytest.raises(CheckpointError, match="supports the scales any from 1×1×1 to 4×4×4, not 5×1×1"):
         settings.for_run("m", (5, 1, 1))
+
+
+def test_moving_in_plane_factors_to_another_slice_axis_keeps_rows_and_columns():
+    # Sagittal slices (along i) have rows k and columns j: (x, y, z) = (1, 2, 4) is rows ×4, columns ×2.
+    assert moved_to_slice_axis((1, 2, 4), 2, 0) == (2.0, 4.0, 1.0)  # axial: rows j ×4, columns i ×2
+    assert moved_to_slice_axis((1, 2, 4), 2, 1) == (2.0, 1.0, 4.0)  # coronal: rows k ×4, columns i ×2
+    assert moved_to_slice_axis((2.5, 3, 1), 0, 0) == (2.5, 3.0, 1.0)
+    assert unit_axes((1, 2, 1)) == [0, 2] and unit_axes((2, 2, 2)) == []
 
 
 def test_an_in_plane_model_takes_its_slices_along_the_axis_the_scale_leaves_at_1():

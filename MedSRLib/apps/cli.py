@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("output", help="output file (.nrrd, .nii, .nii.gz, .mha)")
     sr.add_argument("--method", default="bspline", help="a method from `medsr methods` (default bspline)")
     sr.add_argument("--scale", help="one factor, SX,SY,SZ per physical axis (e.g. 1,1,3), or auto: the thick axis and "
-                                    "factor from the spacing (default: auto for per-scan methods, else 2)")
+                                    "factor from the spacing (default: auto for per-scan methods; a 2D in-plane "
+                                    "model's own factors on the scan's finely sampled slices; else 2)")
     sr.add_argument("--target-spacing", type=float, metavar="MM",
                     help="instead of --scale: bring every axis coarser than MM to MM (e.g. 6 mm slices to 1.2 mm)")
     sr.add_argument("--checkpoint", help="checkpoint file or shipped model name for learned methods")
@@ -242,7 +243,8 @@ def progress_reporter(args, description):
 
 def run_super_resolve(args):
     from MedSRLib.api import super_resolve
-    from MedSRLib.methods import MethodKind, get_method
+    from MedSRLib.grid.geometry import format_scale, parse_scale
+    from MedSRLib.methods import get_method
     from MedSRLib.io.volume_files import check_output_path, read_volume, write_volume
 
     refuse_overwriting_input(args.input, args.output)
@@ -250,9 +252,13 @@ def run_super_resolve(args):
     if args.server:
         return run_on_server(args)
     volume = read_volume(args.input)
-    default = "auto" if get_method(args.method).kind == MethodKind.PER_SCAN else "2"
-    scale = args.scale or (None if args.target_spacing is not None else default)
-    label = f"×{scale}" if scale is not None else f"to {args.target_spacing:g} mm"
+    scale = args.scale
+    if scale is None and args.target_spacing is None:
+        scale = get_method(args.method).default_scale(volume.spacing, args.checkpoint)
+    if scale is None:
+        label = f"to {args.target_spacing:g} mm"
+    else:
+        label = f"×{scale if isinstance(scale, str) else format_scale(parse_scale(scale))}"
     with progress_reporter(args, f"{args.method} {label}") as progress:
         result = super_resolve(volume, args.method, scale, device=args.device, progress=progress, **run_options(args))
     write_volume(result, args.output)

@@ -69,6 +69,10 @@ class Method:
             accepted = ", ".join(self.option_names) or "none"
             raise InputError(f"Method '{self.name}' has no option '{unknown[0]}' (its options: {accepted}).")
 
+    def default_scale(self, spacing_xyz: Sequence[float], checkpoint: Optional[str] = None):
+        """The scale a call that gives none asks for, on a volume of this spacing: 2 on every axis here."""
+        return 2
+
     def check_scale(self, scale_xyz: Tuple[float, float, float], settings: RunSettings) -> None:
         """Refuse a scale this method cannot serve, before any work."""
         if self.scales is not None and not any(np.allclose(scale_xyz, allowed) for allowed in self.scales):

@@ -35,7 +35,7 @@ class NetworkMethod(Method):
         from MedSRLib.models.catalog import default_model_for
         if settings.checkpoint is not None:
             return settings.checkpoint
-        entry = default_model_for(self.name, scale_xyz)
+        entry = default_model_for(self.name, scale_xyz, in_plane=self.axes == "2d-in-plane")
         if entry is None:
             raise CheckpointError(f"No trained model for '{self.name}' at scale {format_scale(scale_xyz)} ships with "
                                   "MedSR; train one (see Training/) and pass it with --checkpoint.")
@@ -132,3 +132,23 @@ class SliceNetworkMethod(NetworkMethod):
     thick axis of a volume first interpolated onto the output grid (``"2d-through-plane"``); patch and stride are 2D."""
     kind = MethodKind.SLICE_2D
     axes = "2d-in-plane"
+
+    def default_scale(self, spacing_xyz, checkpoint=None):
+        """An in-plane model's own default factors (``checkpoint``, else the method's first catalog model), on the
+        slices of the scan's finely sampled plane — along its thick axis — or, for an isotropic scan, on the slices the
+        model was trained on."""
+        from MedSRLib.grid.geometry import detect_thick_axis
+        from MedSRLib.models.catalog import list_models
+        from MedSRLib.models.checkpoints import checkpoint_path, read_metadata
+        from MedSRLib.models.inference_settings import InferenceSettings
+        from MedSRLib.models.scales import moved_to_slice_axis
+        source = checkpoint or next((entry.name for entry in list_models() if entry.method == self.name), None)
+        if source is None:
+            return super().default_scale(spacing_xyz)  # no model at all: running will say so
+        path = checkpoint_path(source)
+        model = InferenceSettings.from_metadata(read_metadata(path), str(path), self.setting_defaults())
+        if model.axes != "2d-in-plane":
+            return super().default_scale(spacing_xyz)
+        thick = detect_thick_axis(spacing_xyz)
+        slice_axis = model.slice_axis if thick is None else thick.array_axis
+        return moved_to_slice_axis(model.scales.default(), model.slice_axis, slice_axis)

@@ -72,11 +72,19 @@ def find_model(name: str, path: PathLike = None) -> Optional[CatalogEntry]:
     return next((entry for entry in list_models(path) if entry.name == name), None)
 
 
-def default_model_for(method_name: str, scale_xyz: Iterable[float], path: PathLike = None) -> Optional[CatalogEntry]:
-    """The first catalog entry trained for this method at this scale, or None."""
+def default_model_for(method_name: str, scale_xyz: Iterable[float], path: PathLike = None,
+                      in_plane: bool = False) -> Optional[CatalogEntry]:
+    """The first catalog entry trained for this method at this scale, or None. ``in_plane``: the method's models are
+    2D in-plane models, which serve their in-plane factors on any slice axis (its checkpoint says which it was trained
+    on; the catalog does not, so every one is tried here)."""
     scale = tuple(scale_xyz)
-    return next((entry for entry in list_models(path) if entry.method == method_name and entry.scales.contains(scale)),
-                None)
+
+    def serves(entry: CatalogEntry) -> bool:
+        if in_plane:
+            return any(entry.scales.serves_in_plane(scale, axis) is not None for axis in range(3))
+        return entry.scales.contains(scale)
+
+    return next((entry for entry in list_models(path) if entry.method == method_name and serves(entry)), None)
 
 
 def resolve_model(name: str, path: PathLike = None, progress: Optional[ProgressCallback] = None,

@@ -17,13 +17,12 @@ Fields (beside the weights' architecture and training provenance):
 
 Optional fields a checkpoint leaves out take the method's defaults (its class attributes).
 """
-import math
 from dataclasses import dataclass, replace
 from typing import Iterable, Optional, Tuple
 
 from MedSRLib.errors import CheckpointError, InputError
 from MedSRLib.grid.geometry import format_scale
-from .scales import Scale, ScaleSupport
+from .scales import ScaleSupport, unit_axes
 
 AXES = ("3d", "2d-in-plane", "2d-through-plane")
 CONDITIONINGS = ("none", "coordinates")
@@ -103,24 +102,13 @@ class InferenceSettings:
                 raise CheckpointError(f"Checkpoint supports the scales {self.scales.describe()}, not "
                                       f"{format_scale(scale)}.")
             return self
-        unit_axes = [axis for axis in range(3) if math.isclose(scale[2 - axis], 1.0)]
-        if not unit_axes:
+        if not unit_axes(scale):
             raise InputError(f"Method '{method_name}' super-resolves 2D slices in-plane: give a factor of 1 along the "
                              f"axis the slices are taken along (e.g. {format_scale(self.scales.default())} for "
-                             f"slices along {'zyx'[self.slice_axis]}), not {format_scale(scale)}; for a 3D factor use a 3D method such as "
-                             "arssr.")
-        for axis in sorted(unit_axes, key=lambda axis: axis != self.slice_axis):
-            if self.scales.contains(self._in_training_frame(scale, axis)):
-                return replace(self, slice_axis=axis)
+                             f"slices along {'zyx'[self.slice_axis]}), not {format_scale(scale)}; for a 3D factor use "
+                             "a 3D method such as arssr.")
+        slice_axis = self.scales.serves_in_plane(scale, self.slice_axis)
+        if slice_axis is not None:
+            return replace(self, slice_axis=slice_axis)
         raise CheckpointError(f"Checkpoint supports the in-plane scales {self.scales.describe()} (their two in-plane "
                               f"factors on any slice axis), not {format_scale(scale)}.")
-
-    def _in_training_frame(self, scale_xyz: Scale, slice_axis: int) -> Scale:
-        """``scale_xyz`` with slices along ``slice_axis`` rewritten as the same in-plane factors (rows, columns) on the
-        checkpoint's slice axis, the frame its scales are stated in."""
-        by_array_axis = scale_xyz[::-1]
-        rows, columns = (by_array_axis[axis] for axis in range(3) if axis != slice_axis)
-        trained = [1.0, 1.0, 1.0]
-        trained_rows, trained_columns = (axis for axis in range(3) if axis != self.slice_axis)
-        trained[trained_rows], trained[trained_columns] = rows, columns
-        return tuple(trained[::-1])

@@ -6,7 +6,7 @@ model serve that scale?" with one clear sentence when it does not.
 """
 import math
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from MedSRLib.errors import CheckpointError
 from MedSRLib.grid.geometry import format_scale
@@ -33,6 +33,25 @@ def parse_scales(value, where: str) -> Tuple[Scale, ...]:
 def scale_in(scale_xyz: Iterable[float], scales: Iterable[Scale]) -> bool:
     scale = tuple(float(factor) for factor in scale_xyz)
     return any(all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(scale, allowed)) for allowed in scales)
+
+
+def moved_to_slice_axis(scale_xyz: Iterable[float], from_axis: int, to_axis: int) -> Scale:
+    """The (x, y, z) scale of slices along array axis ``from_axis`` rewritten as the same in-plane factors — the
+    slices' rows (the lower remaining array axis) and columns (the higher) — on slices along array axis ``to_axis``.
+    ``moved_to_slice_axis((1, 2, 4), 2, 0)``: rows k ×4 and columns j ×2 of sagittal slices → (1, 2, 4)[x, y, z] becomes
+    rows j ×4 and columns i ×2 of axial slices, (2, 4, 1)."""
+    by_array_axis = tuple(float(factor) for factor in scale_xyz)[::-1]
+    rows, columns = (by_array_axis[axis] for axis in range(3) if axis != from_axis)
+    moved = [1.0, 1.0, 1.0]
+    to_rows, to_columns = (axis for axis in range(3) if axis != to_axis)
+    moved[to_rows], moved[to_columns] = rows, columns
+    return tuple(moved[::-1])
+
+
+def unit_axes(scale_xyz: Iterable[float]) -> List[int]:
+    """The array axes (0, 1, 2 = k, j, i) whose factor is 1: where a 2D in-plane model can take its slices."""
+    by_array_axis = tuple(scale_xyz)[::-1]
+    return [axis for axis in range(3) if math.isclose(float(by_array_axis[axis]), 1.0)]
 
 
 def format_scales(scales: Iterable[Iterable[float]]) -> str:
@@ -66,6 +85,14 @@ class ScaleSupport:
             return scale_in(scale_xyz, self.scales)
         low, high = self.range
         return all(a - 1e-6 <= factor <= b + 1e-6 for factor, a, b in zip(scale_xyz, low, high))
+
+    def serves_in_plane(self, scale_xyz: Iterable[float], trained_slice_axis: int) -> Optional[int]:
+        """For a 2D in-plane model trained on slices along ``trained_slice_axis``: the array axis to take the slices
+        along for ``scale_xyz`` (the trained axis first when several have factor 1), or None if it serves none."""
+        for axis in sorted(unit_axes(scale_xyz), key=lambda axis: axis != trained_slice_axis):
+            if self.contains(moved_to_slice_axis(scale_xyz, axis, trained_slice_axis)):
+                return axis
+        return None
 
     def default(self) -> Scale:
         """The scale a front end proposes: the first listed, or the largest of the range."""

@@ -30,6 +30,10 @@ class PerScanMethod(Method):
     default_both_orientations = False
     activation_factor = 64.0
 
+    def default_scale(self, spacing_xyz, checkpoint=None):
+        """"auto": the thick axis made isotropic, the job a per-scan method exists for."""
+        return "auto"
+
     def train(self, image: np.ndarray, interpolated: np.ndarray, plan: ThroughPlane, options: dict, budget: Budget,
               device, progress: Optional[ProgressCallback], cancel):
         """Train the refinement network on ``image`` (``interpolated``: the scan on the output grid); return a
