@@ -1,4 +1,5 @@
 """Volume I/O keeps geometry in every format; bad input gets one clear error and no output."""
+import locale
 import os
 from pathlib import Path
 
@@ -32,7 +33,17 @@ def test_round_trip_keeps_array_and_geometry(tmp_path, name):
 
 
 def write_dicom_series(volume: Volume, folder):
-    """One file per k slice with the position, orientation and spacing tags a DICOM reader needs."""
+    """One file per k slice with the position, orientation and spacing tags a DICOM reader needs. ITK's DICOM writer
+    sets the C locale for the whole process; the caller's is restored, or later tests would decode the text output of
+    their subprocesses as ASCII."""
+    caller_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        write_slices(volume, folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, caller_locale)
+
+
+def write_slices(volume: Volume, folder):
     image = volume.to_sitk()
     direction = np.reshape(volume.direction, (3, 3))
     orientation = "\\".join(f"{v:.6f}" for v in list(direction[:, 0]) + list(direction[:, 1]))
