@@ -39,7 +39,7 @@ from MedSRLib.api import methods_and_models, super_resolve
 from MedSRLib.errors import InputError, MedSRError
 from MedSRLib.io.volume_files import WRITABLE_EXTENSIONS, read_volume, write_volume
 from MedSRLib.models.catalog import list_models
-from .batch import default_scale, first_line, limit_threads
+from .batch import first_line, limit_threads
 from .client import DEFAULT_PORT, TOKEN_VARIABLE, upload_too_large
 from .process import RESULT, JobState, SuperResolveJob, options_from_json
 
@@ -304,7 +304,7 @@ def plan_job(folder: Path, upload: UploadFile, method: str, scale: Optional[str]
     try:
         options = request_options(options_json, settings.device)
         output_format = result_format(output_format, upload_extension(name))
-        scale = scale or (None if options.get("target_spacing") is not None else default_scale(method))
+        scale = scale or None  # none given: super_resolve asks the method for its default, as the command line does
         try:
             super_resolve(read_volume(saved), method, scale, check_only=True, **options)
         except (TypeError, ValueError) as error:  # an option of the wrong type, e.g. {"patch": "big"}
