@@ -5,16 +5,16 @@
   OpenVINO's format and run by OpenVINO's CPU plugin in float32 (``pip install "medsr[openvino]"``). CPU only.
 - ``auto``: OpenVINO where it can run the network and repays its conversion (the rule below); torch otherwise.
 
-Measured (threeplayer-x2, 4 windows of 32³ per batch, 2 threads, torch and OpenVINO taking turns in one process on
-2 CPU cores shared with training jobs, so times are noisy): torch eager 10.9–14.6 s per batch, OpenVINO 5.5–9.5 s,
-largest difference 1e-6; ``torch.compile`` (inductor) cost 109 s before its first batch and then ran like eager (56 vs
-50 s, 20 vs 22 s), so it is not offered. Converting (``torch.export`` then OpenVINO) took 10–20 s for this network.
-On idle cores OpenVINO saves about 0.5–0.8 s per 80³ output (issue 17: torch 1.6–2.0 s, OpenVINO 1.2 s), about 1 s
-per million output voxels, so a conversion is repaid from about 16 million output voxels (256³, a 128³ input at ×2).
-Hence the rule for ``auto``: OpenVINO where it is installed, the network runs on the CPU and takes one image input,
-and either its conversion is already cached or the output has at least 256³ voxels. ``Testing/Benchmarks/
-bench_backends.py`` measures the backends side by side. On CUDA torch runs the network (with autocast); OpenVINO's GPU
-plugin is not used.
+Measured by ``Testing/Benchmarks/bench_backends.py`` (threeplayer-x2 ×2, 32³ windows in batches of 4, 2 threads,
+the backends taking turns in one process on 2 CPU cores shared with training jobs, load average 7–9, so absolute times
+are several times the idle ones): a 64³ input took 161.8 s with torch and 106.9 s with OpenVINO (1.51×), a 128³ input
+785.4 s and 476.6 s (1.65×), that is 16–17 against 26–27 GFLOP/s, about half and four fifths of the 31.8 GFLOP/s a
+dense matrix product reached on the same threads; outputs within 2.4e-7 of each other. ``torch.compile`` (inductor)
+cost 109 s before its first batch and then ran like eager (56 vs 50 s, 20 vs 22 s per batch of 4), so it is not
+offered. Converting (``torch.export``, then OpenVINO) took 40 s the first time under that load, about what OpenVINO
+saved on the 64³ input (55 s); hence the rule for ``auto``, with a margin: OpenVINO where it is installed, the network
+runs on the CPU and takes one image input, and either its conversion is already cached or the output has at least 256³
+voxels (a 128³ input at ×2). On CUDA torch runs the network (with autocast); OpenVINO's GPU plugin is not used.
 
 Coordinate-conditioned networks (ArSSR, MIASSR: ``model(x, coordinates, scale)``) run with torch: converting them
 was not tried, and their coordinate input's shape changes with the scale factor, which one cached conversion per
@@ -37,8 +37,8 @@ import torch
 from MedSRLib.errors import InputError
 
 BACKENDS = ("auto", "torch", "openvino")
-# auto converts (tens of seconds, once) only for outputs of at least a 128³ input at ×2: below that the time OpenVINO
-# saves on the first run is less than the conversion costs (measured: see the module docstring).
+# auto converts (tens of seconds, once) only for outputs of at least a 128³ input at ×2, where the first run already
+# saves more than the conversion costs (measured: see the module docstring).
 AUTO_MIN_OUTPUT_VOXELS = 256 ** 3
 OPENVINO_EXTRA = 'pip install "medsr[openvino]"'
 
