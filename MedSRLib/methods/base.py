@@ -13,6 +13,7 @@ import numpy as np
 from MedSRLib.errors import InputError, MemoryBudgetError
 from MedSRLib.grid.geometry import format_scale
 from MedSRLib.progress import CancelCheck, ProgressCallback
+from .options import MethodOption, Spelling, check_option_values
 
 DEFAULT_MEMORY_BUDGET_GB = float(os.environ.get("MEDSR_MEMORY_BUDGET_GB", "8"))
 DEFAULT_NORMALISATION = {"mode": "percentile", "percentiles": [0.5, 99.5]}
@@ -61,13 +62,22 @@ class Method:
     default_patch: Optional[Tuple[int, ...]] = None
     default_stride: Optional[Tuple[int, ...]] = None
     # The method-specific keyword options super_resolve accepts for this method; any other is refused.
-    option_names: Tuple[str, ...] = ()
+    options: Tuple[MethodOption, ...] = ()
 
-    def check_options(self, options: Dict[str, object]) -> None:
-        unknown = sorted(set(options) - set(self.option_names))
-        if unknown:
-            accepted = ", ".join(self.option_names) or "none"
-            raise InputError(f"Method '{self.name}' has no option '{unknown[0]}' (its options: {accepted}).")
+    @property
+    def option_names(self) -> Tuple[str, ...]:
+        return tuple(option.name for option in self.options)
+
+    def check_options(self, options: Dict[str, object], spell: Spelling = str) -> None:
+        """Refuse an option this method does not declare, or a value outside its declaration, naming options as
+        ``spell`` gives them (the keyword; the command line passes its flags)."""
+        check_option_values(self.name, self.options, options, spell)
+
+    def option_values(self, given: Dict[str, object]) -> Dict[str, object]:
+        """Every declared option's value: the given one, else the declared default (None: the method decides)."""
+        values = {option.name: option.default for option in self.options}
+        values.update((name, value) for name, value in given.items() if value is not None)
+        return values
 
     def default_scale(self, spacing_xyz: Sequence[float], checkpoint: Optional[str] = None):
         """The scale a call that gives none asks for, on a volume of this spacing: 2 on every axis here."""
@@ -100,7 +110,8 @@ class Method:
     def info(self) -> dict:
         return {"name": self.name, "kind": self.kind.value, "description": self.description,
                 "scales": self.describe_scales(), "default_patch": self.default_patch,
-                "default_stride": self.default_stride, "options": list(self.option_names)}
+                "default_stride": self.default_stride,
+                "options": [option.describe() for option in self.options]}
 
 
 _REGISTRY: Dict[str, Method] = {}
@@ -122,5 +133,9 @@ def get_method(name: str) -> Method:
         raise InputError(f"Unknown method '{name}'; available: {', '.join(sorted(_REGISTRY))}.") from None
 
 
+def registered_methods() -> List[Method]:
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
 def list_methods() -> List[dict]:
-    return [_REGISTRY[name].info() for name in sorted(_REGISTRY)]
+    return [method.info() for method in registered_methods()]

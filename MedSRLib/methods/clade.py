@@ -18,8 +18,9 @@ import numpy as np
 
 from MedSRLib.errors import InputError
 from .base import register
+from .options import MethodOption
 from .per_scan import PerScanMethod
-from .per_scan.plan import PER_SCAN_OPTIONS
+from .per_scan.plan import per_scan_options
 
 ARCHITECTURE = "clade_resnet2d"
 RESIDUAL_BLOCKS = 6
@@ -42,9 +43,13 @@ class Clade(PerScanMethod):
     description = ("CLADE: CycleGAN with weight-demodulated convs and a Sobel gradient-mapping loss, trained unpaired "
                    "on the scan's own in-plane vs through-plane patches; any anatomy or contrast; scale = spacing "
                    "ratio.")
-    option_names = PER_SCAN_OPTIONS + ("gradient_weight", "features")
+    options = per_scan_options(both_orientations=False) + (
+        MethodOption("gradient_weight", "float", "weight of the Sobel gradient-mapping loss; 10 suits CT",
+                     default=DEFAULT_GRADIENT_WEIGHT, minimum=0),
+        MethodOption("features", "int", "generator and critic width; CLADE's paper uses 64", default=DEFAULT_FEATURES,
+                     minimum=4),
+    )
     default_budget_seconds = 300.0
-    default_both_orientations = False
     activation_factor = 96.0
 
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
@@ -54,11 +59,7 @@ class Clade(PerScanMethod):
         from MedSRLib.nn.nets.cyclegan import CladeGenerator, PatchDiscriminator, gradient_mapping_loss
         from .per_scan.training import PatchSampler, TrainedModel, through_plane_stack, train_with_budget
 
-        gradient_weight = float(options.get("gradient_weight", DEFAULT_GRADIENT_WEIGHT))
-        features = options.get("features", DEFAULT_FEATURES)
-        if not isinstance(features, int) or features < 4:
-            raise InputError(f"Option features must be an integer of at least 4, not {features!r}.")
-        seed = int(options.get("seed", 0))
+        gradient_weight, features, seed = float(options["gradient_weight"]), int(options["features"]), options["seed"]
         low_plane = through_plane_stack(interpolated, plan, plan.in_plane_axes[0])
         high_plane = np.moveaxis(image, plan.axis, 0)
         low_patches = PatchSampler([(low_plane,)], PATCH, seed=seed)

@@ -10,9 +10,11 @@ Colin27 thick ×4 on 2 cores, +3.3 dB over B-spline), ``profile`` ("box" or "gau
 ``both_orientations`` (average both through-plane orientations, default True), ``save_model`` (a .safetensors path),
 ``force_scale`` (trust the scale over the spacing), ``seed``.
 """
+from MedSRLib.grid.degradation import PROFILES
 from .base import register
+from .options import MethodOption
 from .per_scan import PerScanMethod
-from .per_scan.plan import PER_SCAN_OPTIONS
+from .per_scan.plan import per_scan_options
 
 ARCHITECTURE = "edsr2d"
 NETWORK_PARAMS = {"features": 32, "blocks": 8, "fold": 4, "residual_scale": 0.1}
@@ -26,24 +28,26 @@ class Smore(PerScanMethod):
     name = "smore"
     description = ("SMORE-style self-supervised through-plane SR of thick-slice scans: trains a 2D network on the "
                    "scan's own in-plane slices (no pretrained weights), any anatomy or contrast; scale = spacing ratio.")
-    option_names = PER_SCAN_OPTIONS + ("profile", "gap")
+    options = per_scan_options(both_orientations=True) + (
+        MethodOption("profile", "choice", "the through-plane slice profile the training pairs are degraded with; "
+                     "gaussian has FWHM = slice thickness", default="box", choices=PROFILES, flag="--slice-profile"),
+        MethodOption("gap", "float", "gap between the scan's slices", default=0.0, minimum=0, unit="mm",
+                     flag="--slice-gap"),
+    )
     default_iterations = 3000
     default_budget_seconds = None  # a time budget only when the user gives one
-    default_both_orientations = True
     activation_factor = 64.0  # whole slices per window; the network works at a quarter of the row resolution
 
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
         import torch
 
         from MedSRLib.nn.nets.edsr2d import EDSR2d
-        from .per_scan.plan import check_profile
         from .per_scan.training import (PatchSampler, TrainedModel, cosine_learning_rate, degraded_pairs,
                                         train_with_budget)
 
-        profile = check_profile(options)
-        gap_mm = float(options.get("gap", 0.0))
+        profile, gap_mm = options["profile"], float(options["gap"])
         sampler = PatchSampler(degraded_pairs(image, plan, profile, gap_mm / plan.output_spacing), PATCH,
-                               seed=int(options.get("seed", 0)))
+                               seed=options["seed"])
         network = EDSR2d(**NETWORK_PARAMS).to(device).train()
         optimizer = torch.optim.Adam(network.parameters(), lr=PEAK_LEARNING_RATE)
 

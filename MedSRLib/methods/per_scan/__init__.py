@@ -15,19 +15,18 @@ from MedSRLib.errors import InputError
 from MedSRLib.grid.geometry import output_shape
 from MedSRLib.progress import ProgressCallback
 from ..base import Method, MethodKind, RunSettings
-from .plan import PER_SCAN_OPTIONS, PROGRESS_TOTAL, TRAINING_SHARE, Budget, ThroughPlane, plan_through_plane
+from .plan import PROGRESS_TOTAL, TRAINING_SHARE, Budget, ThroughPlane, per_scan_options, plan_through_plane
 
 
 
 class PerScanMethod(Method):
-    """Subclasses set ``default_iterations`` (a fixed amount of work) or ``default_budget_seconds``,
-    ``default_both_orientations``, ``default_patch`` / ``default_stride`` (2D, None: whole slices),
-    ``activation_factor``, and implement :meth:`train`."""
+    """Subclasses set ``default_iterations`` (a fixed amount of work) or ``default_budget_seconds``, ``options``
+    (``plan.per_scan_options`` and their own), ``default_patch`` / ``default_stride`` (2D, None: whole slices),
+    ``activation_factor``, and implement :meth:`train` (its ``options``: every declared option's value)."""
     kind = MethodKind.PER_SCAN
-    option_names = PER_SCAN_OPTIONS
+    options = per_scan_options(both_orientations=False)
     default_iterations: Optional[int] = None
     default_budget_seconds = 300.0
-    default_both_orientations = False
     activation_factor = 64.0
 
     def default_scale(self, spacing_xyz, checkpoint=None):
@@ -50,21 +49,21 @@ class PerScanMethod(Method):
         from MedSRLib.models.checkpoints import CHECKPOINT_SUFFIX
         from .training import load_per_scan_model, save_per_scan_model
 
-        options = dict(settings.options)
-        plan = plan_through_plane(self.name, image.shape, scale_xyz, spacing, bool(options.get("force_scale")))
-        if options.get("save_model") and not str(options["save_model"]).endswith(CHECKPOINT_SUFFIX):
+        options = self.option_values(settings.options)
+        plan = plan_through_plane(self.name, image.shape, scale_xyz, spacing, options["force_scale"])
+        if options["save_model"] and not str(options["save_model"]).endswith(CHECKPOINT_SUFFIX):
             raise InputError(f"The per-scan model file '{options['save_model']}' must end in {CHECKPOINT_SUFFIX}.")
         # The interpolated volume, one refined orientation and the running sum, float32.
         settings.require_memory(3 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))), f"Method '{self.name}'")
         device = resolve_device(settings.device)
         interpolated = corner_aligned_resample(image, scale_xyz, order=3)
-        # Orientations averaged: the option, else what a reused model was saved with, else the method's default.
-        both = options.get("both_orientations")
+        # Orientations averaged: the option given, else what a reused model was saved with, else the method's default.
+        both = settings.options.get("both_orientations")
         if settings.checkpoint is not None:
             network, saved = load_per_scan_model(settings.checkpoint, self.name, scale_xyz)
             if both is None and saved.orientations is not None:
                 both = saved.orientations == 2
-        orientations = 2 if bool(self.default_both_orientations if both is None else both) else 1
+        orientations = 2 if (options["both_orientations"] if both is None else both) else 1
 
         if settings.checkpoint is not None:
             settings.provenance.update(checkpoint=str(settings.checkpoint),
@@ -72,7 +71,7 @@ class PerScanMethod(Method):
             inference_start = 0
         else:
             budget = Budget.from_options(options, self.default_budget_seconds, self.default_iterations)
-            torch.manual_seed(int(options.get("seed", 0)))
+            torch.manual_seed(options["seed"])
             inference_start = int(PROGRESS_TOTAL * TRAINING_SHARE)
             trained = self.train(image, interpolated, plan, options, budget, device,
                                  _rescaled(settings.progress, 0, inference_start), settings.cancel)
@@ -81,7 +80,7 @@ class PerScanMethod(Method):
             settings.provenance.update(per_scan_training={
                 "iterations": record.iterations, "seconds": round(record.seconds, 1), "final_loss": record.final_loss,
                 "device": device.type})
-            if options.get("save_model"):
+            if options["save_model"]:
                 stored = save_per_scan_model(str(options["save_model"]), self.name, trained, plan, scale_xyz, budget,
                                              device, orientations)
                 settings.provenance.update(saved_model=str(options["save_model"]),

@@ -1,11 +1,12 @@
-"""The plan of a per-scan run: the thick axis and factor, with the bad-input messages, and the training budget."""
+"""The plan of a per-scan run: the thick axis and factor, with the bad-input messages, the training budget, and the
+options every per-scan method takes."""
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from MedSRLib.errors import InputError
-from MedSRLib.grid.degradation import PROFILES
 from MedSRLib.grid.geometry import detect_thick_axis, format_scale
+from ..options import MethodOption
 
 MIN_THICK_SLICES = 8
 MIN_IN_PLANE_SIZE = 16
@@ -15,8 +16,22 @@ AXIS_NAMES = "zyx"  # array axis k, j, i
 # Progress is reported in thousandths of the whole job; training takes this share.
 PROGRESS_TOTAL = 1000
 TRAINING_SHARE = 0.85
-# Options every per-scan method takes, beside its own.
-PER_SCAN_OPTIONS = ("budget_seconds", "iterations", "save_model", "force_scale", "both_orientations", "seed")
+
+
+def per_scan_options(both_orientations: bool) -> Tuple[MethodOption, ...]:
+    """The options every per-scan method takes, beside its own; ``both_orientations`` is the method's default."""
+    return (
+        MethodOption("budget_seconds", "float", "training time budget; with an iteration budget too, training stops "
+                     "at whichever ends first", minimum=1, unit="s", label="Time budget"),
+        MethodOption("iterations", "int", "training iterations", minimum=1),
+        MethodOption("save_model", "path", "keep the model trained on this scan in this .safetensors file, to reuse "
+                     "as the checkpoint"),
+        MethodOption("force_scale", "bool", "trust the scale over the spacing: for an isotropic volume, or a "
+                     "factor beyond the spacing ratio", default=False),
+        MethodOption("both_orientations", "bool", "average the refinements of both through-plane orientations; a "
+                     "reused model keeps its own setting unless this is given", default=both_orientations),
+        MethodOption("seed", "int", "seed of the training's random draws", default=0, minimum=0),
+    )
 
 
 @dataclass(frozen=True)
@@ -97,10 +112,6 @@ class Budget:
         """The user's ``budget_seconds`` / ``iterations``; with neither, the method's default amount of work
         (``default_iterations``: the same result on a busy and an idle machine) or else its default time."""
         seconds, iterations = options.get("budget_seconds"), options.get("iterations")
-        if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
-            raise InputError(f"The training budget must be a positive number of seconds, not {seconds!r}.")
-        if iterations is not None and not (isinstance(iterations, int) and iterations > 0):
-            raise InputError(f"The number of training iterations must be a positive integer, not {iterations!r}.")
         if seconds is None and iterations is None:
             if default_iterations is not None:
                 iterations = default_iterations
@@ -111,10 +122,3 @@ class Budget:
     def to_dict(self) -> dict:
         return {"seconds": self.seconds, "iterations": self.iterations}
 
-
-def check_profile(options: Dict[str, object]) -> str:
-    """The ``profile`` option (default box), checked."""
-    profile = options.get("profile", "box")
-    if profile not in PROFILES:
-        raise InputError(f"Option profile must be one of {', '.join(PROFILES)}, not {profile!r}.")
-    return str(profile)
