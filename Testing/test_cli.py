@@ -229,3 +229,74 @@ def test_info_prints_no_negative_zero_in_the_direction(colin27_path):
     completed = medsr("info", colin27_path)
     line = next(line for line in completed.stdout.splitlines() if line.startswith("direction"))
     assert line.split()[1:] == ["-1", "0", "0", "0", "-1", "0", "0", "0", "1"]
+
+
+# --- method options, generated from the methods' declarations -------------------------------------------------------
+
+def medsr_in_process(capsys, *args):
+    """medsr run in this process (no interpreter start), for commands that end before any real work."""
+    from MedSRLib.apps.cli import main
+    returncode = main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, returncode, captured.out, captured.err)
+
+
+def super_resolve_arguments():
+    """dest → argparse action of ``medsr super-resolve``."""
+    import argparse
+    from MedSRLib.apps.cli import build_parser
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    return {action.dest: action for action in commands.choices["super-resolve"]._actions}
+
+
+def test_every_declared_method_option_has_a_flag_whose_help_names_its_methods():
+    from MedSRLib.methods.base import registered_methods
+    arguments = super_resolve_arguments()
+    declared = [(method, option) for method in registered_methods() for option in method.options]
+    assert {option.name for _, option in declared} >= {"budget_seconds", "iterations", "profile", "gap", "features"}
+    for method, option in declared:
+        assert option.cli_flag in arguments[option.name].option_strings
+        assert method.name in arguments[option.name].help
+    assert arguments["profile"].help.endswith("(smore; default: box)")
+    assert arguments["both_orientations"].help.endswith("(clade, smore; default: clade no, smore yes)")
+
+
+def test_the_per_scan_flags_keep_their_spellings():
+    from MedSRLib.apps.cli import build_parser, run_options
+    args = build_parser().parse_args([
+        "super-resolve", "in.nrrd", "out.nrrd", "--method", "smore", "--budget-seconds", "60", "--iterations", "2",
+        "--save-model", "m.safetensors", "--slice-profile", "gaussian", "--slice-gap", "0.5", "--force-scale",
+        "--no-both-orientations"])
+    assert run_options(args) == {
+        "blend": "gaussian", "batch_size": 4, "backend": "auto", "output_dtype": "float32", "budget_seconds": 60.0,
+        "iterations": 2, "save_model": "m.safetensors", "force_scale": True, "both_orientations": False,
+        "profile": "gaussian", "gap": 0.5}
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--method", "bspline", "--slice-gap", "1"], "Method 'bspline' has no option '--slice-gap' (its options: none)."),
+    (["--method", "smore", "--features", "8"], "Method 'smore' has no option '--features' (its options: "
+                                                 "'--budget-seconds', '--iterations', '--save-model'"),
+    (["--method", "smore", "--slice-profile", "triangle"],
+     "The option '--slice-profile' must be one of box, gaussian, not 'triangle'."),
+    (["--method", "clade", "--features", "2"], "The option '--features' must be an integer of at least 4, not 2."),
+])
+def test_a_method_option_the_method_refuses_is_one_sentence_naming_the_flag(capsys, scan, tmp_path, arguments,
+                                                                           message):
+    out = tmp_path / "out.nrrd"
+    assert_user_error(medsr_in_process(capsys, "super-resolve", scan, out, *arguments), message)
+    assert not out.exists()
+
+
+def test_methods_json_lists_each_methods_declared_options(capsys):
+    listing = json.loads(medsr_in_process(capsys, "methods", "--json").stdout)
+    methods = {method["name"]: method for method in listing["methods"]}
+    assert methods["bspline"]["options"] == []
+    smore_options = {option["name"]: option for option in methods["smore"]["options"]}
+    assert smore_options["profile"] == {
+        "name": "profile", "kind": "choice", "default": "box", "choices": ["box", "gaussian"], "minimum": None,
+        "maximum": None, "unit": "", "flag": "--slice-profile", "label": "Slice profile",
+        "help": "the through-plane slice profile the training pairs are degraded with; gaussian has FWHM = slice "
+                "thickness"}
+    assert (smore_options["iterations"]["kind"], smore_options["iterations"]["minimum"]) == ("int", 1)
+    assert {option["name"] for option in methods["clade"]["options"]} >= {"gradient_weight", "features"}

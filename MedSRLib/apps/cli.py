@@ -50,7 +50,9 @@ def command_line_spelling(message: str, parser: argparse.ArgumentParser) -> str:
     for subparser in (sub for action in subcommands for sub in action.choices.values()):
         for action in subparser._actions:
             if action.option_strings and action.dest not in flags:
-                flags[action.dest] = (max(action.option_strings, key=len), action.nargs == 0)
+                # The longest spelling (--memory-budget, not -m), never a switch's negation (--no-force-scale).
+                spellings = [flag for flag in action.option_strings if not flag.startswith("--no-")]
+                flags[action.dest] = (max(spellings, key=len), action.nargs == 0)
 
     def respell(match: re.Match) -> str:
         name, value = match.group(1), match.group(2)
@@ -93,15 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--output-dtype", default="float32", choices=["float32", "input"],
                     help="float32 (default) or the input's type, rounded and clamped")
     sr.add_argument("--metadata-json", help="also write the result's provenance (method, scale, checkpoint) as JSON")
-    per_scan = sr.add_argument_group("per-scan methods (smore, clade)")
-    per_scan.add_argument("--budget-seconds", type=float, help="training time budget (default: the method's)")
-    per_scan.add_argument("--iterations", type=int, help="training iterations (with a time budget, whichever ends first)")
-    per_scan.add_argument("--save-model", help="keep the model trained on this scan (.safetensors), for --checkpoint")
-    per_scan.add_argument("--slice-profile", dest="profile", choices=["box", "gaussian"], help="smore: slice profile")
-    per_scan.add_argument("--slice-gap", dest="gap", type=float, help="smore: gap between slices in mm")
-    per_scan.add_argument("--force-scale", action="store_true", default=None,
-                          help="trust --scale over the spacing (an isotropic volume, or a factor beyond the spacing "
-                               "ratio)")
+    add_method_option_arguments(sr)
     remote = sr.add_argument_group("on a `medsr serve` server")
     remote.add_argument("--server", metavar="URL", help="run on this server (e.g. http://127.0.0.1:8765 through an SSH "
                                                         "tunnel) on its device; the result is written here")
@@ -193,6 +187,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_method_option_arguments(parser):
+    """One flag per option any registered method declares (``Method.options``), its help saying which methods take
+    it; an option the chosen method does not take is refused by :func:`method_options`."""
+    from MedSRLib.methods.base import registered_methods
+    from MedSRLib.methods.options import options_by_name
+    group = parser.add_argument_group("method options", "each for the methods named in its help")
+    grouped = options_by_name({method.name: method.options for method in registered_methods()})
+    flags = {}
+    for name, declarations in grouped.items():
+        option = declarations[0][1]
+        flags[name] = option.cli_flag
+        methods = ", ".join(method for method, _ in declarations)
+        help_text = f"{option.help} ({methods}; {describe_defaults(declarations)})"
+        if option.kind == "bool":
+            group.add_argument(option.cli_flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)
+        else:
+            # Only the text is converted here; ranges and choices are checked against the declaration.
+            group.add_argument(option.cli_flag, dest=name, metavar=option_metavar(option), help=help_text,
+                               type={"float": float, "int": int}.get(option.kind, str))
+    parser.set_defaults(method_option_flags=flags)
+
+
+def option_metavar(option) -> str:
+    if option.kind == "choice":
+        return "{" + ",".join(option.choices) + "}"
+    return option.unit.upper() or {"float": "X", "int": "N", "path": "PATH"}[option.kind]
+
+
+def describe_defaults(declarations):
+    """ "default: 0", or per method where they differ ("default: clade no, smore yes")."""
+    defaults = [(method, spelt_default(option)) for method, option in declarations]
+    if len({default for _, default in defaults}) == 1:
+        return f"default: {defaults[0][1]}"
+    return "default: " + ", ".join(f"{method} {default}" for method, default in defaults)
+
+
+def spelt_default(option) -> str:
+    value = option.default
+    if value is None:
+        return "none" if option.kind == "path" else "the method's"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def method_options(args):
+    """The method options given on the command line, checked against the chosen method's declarations before any
+    file is read (an option it does not take, a value out of range: one sentence naming the flag)."""
+    from MedSRLib.methods import get_method
+    flags = args.method_option_flags
+    options = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    get_method(args.method).check_options(options, spell=flags.__getitem__)
+    return options
+
+
 def add_progress_arguments(parser):
     parser.add_argument("--progress-lines", action="store_true",
                         help="print machine-readable progress lines on stdout (used by the Slicer module)")
@@ -249,8 +299,9 @@ def run_super_resolve(args):
 
     refuse_overwriting_input(args.input, args.output)
     check_output_path(args.output)
+    options = run_options(args)
     if args.server:
-        return run_on_server(args)
+        return run_on_server(args, options)
     volume = read_volume(args.input)
     scale = args.scale
     if scale is None and args.target_spacing is None:
@@ -260,12 +311,12 @@ def run_super_resolve(args):
     else:
         label = f"×{scale if isinstance(scale, str) else format_scale(parse_scale(scale))}"
     with progress_reporter(args, f"{args.method} {label}") as progress:
-        result = super_resolve(volume, args.method, scale, device=args.device, progress=progress, **run_options(args))
+        result = super_resolve(volume, args.method, scale, device=args.device, progress=progress, **options)
     write_volume(result, args.output)
     report_written(args, result.size, result.spacing, result.metadata)
 
 
-def run_on_server(args):
+def run_on_server(args, options):
     """super-resolve --server: the same request, run on the server's device, the result downloaded to the output."""
     from MedSRLib.errors import InputError
     from .client import ServerClient
@@ -274,7 +325,7 @@ def run_on_server(args):
     client = ServerClient(args.server, args.token)
     with progress_reporter(args, f"{args.method} on {args.server}") as progress:
         status = client.super_resolve_file(args.input, args.output, args.method, args.scale, progress=progress,
-                                           **run_options(args))
+                                           **options)
     result = status["result"]
     report_written(args, result["size"], result["spacing"], result["metadata"])
 
@@ -285,9 +336,8 @@ def run_options(args):
     options = dict(target_spacing=args.target_spacing, patch=args.patch, stride=args.stride, blend=args.blend,
                    batch_size=args.batch, backend=args.backend, checkpoint=args.checkpoint,
                    memory_budget_gb=args.memory_budget_gb,
-                   normalisation=args.normalisation, window=args.window, output_dtype=args.output_dtype,
-                   **per_scan_options(args))
-    return {name: value for name, value in options.items() if value is not None}
+                   normalisation=args.normalisation, window=args.window, output_dtype=args.output_dtype)
+    return {**{name: value for name, value in options.items() if value is not None}, **method_options(args)}
 
 
 def report_written(args, size, spacing, metadata):
@@ -295,12 +345,6 @@ def report_written(args, size, spacing, metadata):
         with open(args.metadata_json, "w", encoding="utf-8") as stream:
             json.dump(metadata, stream, indent=2)
     print(f"wrote {args.output}: size {tuple(size)}, spacing {format_triple(spacing)} mm", file=sys.stderr)
-
-
-def per_scan_options(args):
-    """The per-scan options the user gave; super_resolve refuses them for methods that take none."""
-    names = ("budget_seconds", "iterations", "save_model", "profile", "gap", "force_scale")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def run_degrade(args):
@@ -348,6 +392,8 @@ def run_methods(args):
         return
     for method in listing["methods"]:
         print(f"{method['name']:<12} {method['kind']:<14} scales: {method['scales']:<10} {method['description']}")
+        if method["options"]:
+            print(f"{'':<12} options: {' '.join(option['flag'] for option in method['options'])}")
     for model in listing["models"]:
         print(f"model {model['name']}: {model['description']}")
 
