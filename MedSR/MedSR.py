@@ -14,6 +14,7 @@ import tempfile
 import time
 from typing import Annotated
 
+import ctk
 import qt
 import slicer
 import vtk
@@ -69,9 +70,11 @@ class MedSR(ScriptedLoadableModule):
 @parameterNodeWrapper
 class MedSRParameterNode:
     """Every panel setting. ``method`` is a MedSRLib.apps.panel.MethodChoice key (a method or a catalog model);
-    ``suggestedScale`` is the scale the panel last filled in itself ("x,y,z"), so any other scale is the user's."""
+    ``suggestedScale`` is the scale the panel last filled in itself ("x,y,z"), so any other scale is the user's;
+    ``methodOptions`` the "Method options" values set, as JSON (MedSRLib.apps.panel.parse_stored_options)."""
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     method: str = "bspline"
+    methodOptions: str = "{}"
     scaleX: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
     scaleY: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
     scaleZ: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
@@ -150,6 +153,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.probeTimer = None
         self.estimateDelayTimer = None
         self.memoryLabel = None
+        self.methodOptionsSection = None
+        self.methodOptionsForm = None
+        self._methodOptionsShown = None  # (method, stored JSON) the "Method options" fields were built for
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -173,6 +179,12 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.memoryLabel = qt.QLabel("Choose an input volume.")
         self.memoryLabel.wordWrap = True
         self.ui.inputsCollapsibleButton.layout().addRow("Memory:", self.memoryLabel)
+        # Filled from the chosen method's option declarations by showMethodOptions.
+        self.methodOptionsSection = ctk.ctkCollapsibleButton()
+        self.methodOptionsSection.text = "Method options"
+        self.methodOptionsSection.collapsed = True
+        qt.QVBoxLayout(self.methodOptionsSection)
+        uiWidget.layout().insertWidget(1, self.methodOptionsSection)  # below Inputs
         self.probeTimer = qt.QTimer()
         self.probeTimer.setInterval(PROBE_POLL_INTERVAL_MS)
         self.probeTimer.timeout.connect(self.pollProbe)
@@ -255,6 +267,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.methodComboBox.currentIndex = index
             self.ui.methodComboBox.blockSignals(wasBlocked)
         self.ui.methodDescriptionLabel.text = choice.description
+        if (choice.method, parameters.methodOptions) != self._methodOptionsShown:
+            self.showMethodOptions(choice.method)
         suggestionBasis = (parameters.inputVolume.GetID() if parameters.inputVolume else None, choice.key)
         if suggestionBasis != self._suggestionBasis:
             self._suggestionBasis = suggestionBasis
@@ -277,6 +291,57 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             parameters.scaleX, parameters.scaleY, parameters.scaleZ = update.scale
             parameters.suggestedScale = format_stored_scale(update.suggested)
         self.ui.thickAxisLabel.text = update.note
+
+    def showMethodOptions(self, method):
+        """Rebuild the "Method options" fields from ``method``'s declarations, showing the stored values."""
+        from MedSRLib.apps.panel import option_fields, parse_stored_options
+        stored = parse_stored_options(self._parameterNode.methodOptions)
+        self._methodOptionsShown = (method, self._parameterNode.methodOptions)
+        if self.methodOptionsForm is not None:
+            self.methodOptionsForm.deleteLater()
+        self.methodOptionsForm = qt.QWidget()
+        form = qt.QFormLayout(self.methodOptionsForm)
+        fields = option_fields(method)
+        for field in fields:
+            form.addRow(f"{field.label}:", self.optionWidget(field, field.shown(stored)))
+        self.methodOptionsSection.layout().addWidget(self.methodOptionsForm)
+        self.methodOptionsSection.visible = bool(fields)
+
+    def optionWidget(self, field, value):
+        """The widget of one MedSRLib.apps.panel.OptionField showing ``value``; each change is stored."""
+        store = lambda newValue: self.setMethodOption(field.name, newValue)  # noqa: E731
+        if field.kind == "bool":
+            widget = qt.QCheckBox()
+            widget.checked = value
+            widget.connect("toggled(bool)", store)
+        elif field.kind == "choice":
+            widget = qt.QComboBox()
+            widget.addItems(list(field.choices))
+            widget.currentIndex = field.choices.index(value)
+            widget.connect("currentIndexChanged(int)", lambda index: store(field.choices[index]))
+        elif field.kind == "path":
+            widget = qt.QLineEdit()
+            widget.text = value
+            widget.placeholderText = field.default_text
+            widget.connect("textChanged(QString)", store)
+        else:
+            widget = qt.QSpinBox() if field.kind == "int" else qt.QDoubleSpinBox()
+            if field.kind == "float":
+                widget.decimals = field.decimals
+            widget.setRange(field.minimum, field.maximum)
+            widget.specialValueText = field.default_text  # shown at the minimum: the method's own value
+            widget.value = value
+            widget.connect("valueChanged(int)" if field.kind == "int" else "valueChanged(double)", store)
+        widget.toolTip = field.tooltip
+        return widget
+
+    def setMethodOption(self, name, value):
+        from MedSRLib.apps.panel import store_option
+        if self._parameterNode is None:
+            return
+        text = store_option(self._parameterNode.methodOptions, name, value)
+        self._methodOptionsShown = (self._methodOptionsShown[0], text)  # the fields show it already: no rebuild
+        self._parameterNode.methodOptions = text
 
     def scale(self):
         return (self._parameterNode.scaleX, self._parameterNode.scaleY, self._parameterNode.scaleZ)
@@ -352,6 +417,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- running ------------------------------------------------------------------------------------------------
 
     def onApplyButton(self):
+        from MedSRLib.apps.panel import method_run_options, parse_stored_options
         from MedSRLib.errors import MedSRError
         if self.logic.job is not None and self.logic.job.active:
             self.logic.job.cancel()
@@ -365,9 +431,10 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.clear()
         self.ui.metricsTable.visible = False
         try:
+            methodOptions = method_run_options(choice.method, parse_stored_options(parameters.methodOptions))
             self.logic.startJob(parameters.inputVolume, choice.method, self.scale(), checkpoint=choice.checkpoint,
                                 compareBSpline=parameters.compare and parameters.bsplineView, log=self.appendLog,
-                                onUpdate=self.onJobUpdate, **self.runOptions())
+                                onUpdate=self.onJobUpdate, **self.runOptions(), **methodOptions)
         except MedSRError as error:
             slicer.util.errorDisplay(str(error), windowTitle="MedSR")
 
@@ -622,13 +689,17 @@ class MedSRTest(ScriptedLoadableModuleTest):
     def test_Panel(self):
         """The panel: settings through the parameter node, Super-resolve, the result, then Cancel."""
         import SampleData
+        from MedSRLib.apps.panel import option_fields
         from MedSRLib.apps.process import JobState, RESULT
         inputNode = SampleData.downloadSample("MRHead")
         slicer.util.selectModule("MedSR")
         widget = slicer.modules.medsr.widgetRepresentation().self()
         parameters = widget.logic.getParameterNode()
         parameters.inputVolume = inputNode
-        parameters.method = "bspline"
+        parameters.method = "smore"  # its "Method options" fields, generated from its declarations
+        self.assertEqual(widget.methodOptionsForm.layout().rowCount(), len(option_fields("smore")))
+        parameters.method = "bspline"  # none: the section is hidden
+        self.assertTrue(widget.methodOptionsSection.isHidden())
         parameters.scaleX, parameters.scaleY, parameters.scaleZ = 1.0, 1.0, 2.0
         parameters.compare, parameters.bsplineView = True, False
         self.assertEqual(widget.ui.inputSelector.currentNode(), inputNode)

@@ -224,7 +224,7 @@ class StandInTimer:
 @pytest.fixture
 def medsr_module(scene, monkeypatch):
     """MedSR/MedSR.py imported against slicer-core with ``scene`` as slicer.mrmlScene. Stand-ins: Qt (a QTimer that
-    slicer.app.processEvents fires), the parameter node wrapper (the logic does not use it), the scripted-module base
+    slicer.app.processEvents fires) and CTK, the parameter node wrapper (the logic does not use it), the scripted-module base
     classes (the test class is a unittest.TestCase, as in Slicer), and SampleData, whose "MRHead" is a small oblique
     volume; PythonSlicer is this Python."""
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
@@ -237,6 +237,7 @@ def medsr_module(scene, monkeypatch):
     sample_data = types.ModuleType("SampleData")
     sample_data.downloadSample = lambda name: make_input_node(slicer.mrmlScene, (6, 8, 10), (1.0, 1.0, 1.3), name=name)
     monkeypatch.setitem(sys.modules, "qt", types.SimpleNamespace(QTimer=StandInTimer))
+    monkeypatch.setitem(sys.modules, "ctk", types.ModuleType("ctk"))  # only the panel's widgets use it
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
     monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
     monkeypatch.setitem(sys.modules, "SampleData", sample_data)

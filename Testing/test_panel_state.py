@@ -1,5 +1,6 @@
 """The Slicer panel's states without Qt: VolumeNodeJob with the real background process against a real MRML scene
 (PyPI's slicer-core), stopped at every stage, and the panel's rules (scale, memory, devices, method choices)."""
+import json
 import os
 import re
 import tempfile
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from MedSRLib.apps.panel import (MethodChoice, ScaleSuggestion, estimate_request, find_choice, format_stored_scale,
-    memory_advice, method_choices, parse_stored_scale, run_options, suggest_scale, unavailable_devices, update_scale)
+from MedSRLib.apps.panel import (MethodChoice, OptionField, ScaleSuggestion, estimate_request, find_choice,
+    format_stored_scale, memory_advice, method_choices, method_run_options, option_fields, parse_stored_options,
+    parse_stored_scale, run_options, store_option, suggest_scale, unavailable_devices, update_scale)
+from MedSRLib.errors import InputError
 from MedSRLib.apps.process import CANCELLED_MESSAGE, JobState
 
 slicer = pytest.importorskip("slicer", reason="needs PyPI's slicer-core (pip install slicer-core)")
@@ -273,6 +276,60 @@ def test_method_choices_and_run_options():
     assert estimate_request(MODEL, (6, 8, 10), (2.0, 2.0, 2.0), options) == {
         "method": "net", "checkpoint": "net-x2", "shape": [6, 8, 10], "scale": [2.0, 2.0, 2.0],
         "patch": 32, "stride": 24, "batch_size": 2, "device": "cpu"}
+
+
+def test_the_method_options_fields_come_from_the_methods_declarations():
+    from MedSRLib.methods import get_method
+    fields = {field.name: field for field in option_fields("smore")}
+    assert list(fields) == list(get_method("smore").option_names)
+    assert fields["profile"] == OptionField(
+        "profile", "choice", "Slice profile", "The through-plane slice profile the training pairs are degraded with; "
+        "gaussian has FWHM = slice thickness.", "box", choices=("box", "gaussian"))
+    assert (fields["gap"].label, fields["gap"].value, fields["gap"].minimum, fields["gap"].decimals) == (
+        "Slice gap (mm)", 0.0, 0.0, 2)
+    # No default of its own: one step below the minimum, shown as the method's.
+    assert (fields["iterations"].value, fields["iterations"].minimum, fields["iterations"].default_text) == (
+        0, 0, "the method's")
+    assert (fields["budget_seconds"].label, fields["budget_seconds"].kind) == ("Time budget (s)", "float")
+    assert fields["both_orientations"].value is True
+    assert {field.name: field.value for field in option_fields("clade")}["both_orientations"] is False
+    assert option_fields("bspline") == []
+
+
+def test_only_the_options_set_away_from_the_methods_default_are_run():
+    stored = {}
+    for name, value in [("iterations", 0), ("seed", 3), ("profile", "gaussian"), ("both_orientations", True),
+                        ("features", 8), ("gap", 0.0)]:
+        stored = parse_stored_options(store_option(json.dumps(stored), name, value))
+    # features is clade's: kept for it, not given to smore; the rest equal smore's defaults.
+    assert method_run_options("smore", stored) == {"seed": 3, "profile": "gaussian"}
+    assert method_run_options("clade", stored) == {"seed": 3, "features": 8, "both_orientations": True}
+    assert method_run_options("bspline", stored) == {}
+    # What a field cannot show (a choice no longer offered, a number out of range) is the default, as shown.
+    assert method_run_options("smore", {"profile": "triangle", "seed": -1, "gap": "wide"}) == {}
+    with pytest.raises(InputError, match=r"^The option 'Time budget \(s\)' must be a number of at least 1, not 0.5.$"):
+        method_run_options("smore", {"budget_seconds": 0.5})
+    assert parse_stored_options("not json") == parse_stored_options("[1]") == parse_stored_options("") == {}
+
+
+def test_an_option_declared_once_appears_in_the_command_line_and_the_panel(monkeypatch):
+    import argparse
+    from MedSRLib.apps.cli import build_parser
+    from MedSRLib.methods import base
+    from MedSRLib.methods.options import MethodOption
+
+    class Sharpened(base.Method):
+        name = "test-sharpened"
+        options = (MethodOption("sharpness", "float", "how much to sharpen", default=0.5, minimum=0, maximum=1),)
+    monkeypatch.setitem(base._REGISTRY, Sharpened.name, Sharpened())
+
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    flag = next(action for action in commands.choices["super-resolve"]._actions if action.dest == "sharpness")
+    assert flag.option_strings == ["--sharpness"]
+    assert flag.help == "how much to sharpen (test-sharpened; default: 0.5)"
+    assert option_fields("test-sharpened") == [OptionField("sharpness", "float", "Sharpness", "How much to sharpen.",
+                                                           0.5, 0.0, 1.0, 2)]
+    assert method_run_options("test-sharpened", {"sharpness": 0.8}) == {"sharpness": 0.8}
 
 
 def probe_report(device, needs, tiled=True, cuda_free=None):

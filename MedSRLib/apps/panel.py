@@ -1,8 +1,10 @@
 """What the MedSR panel in 3D Slicer decides, without Qt or Slicer, so CI can test it: the method choices, which scale
-to show, the options of a run, and what to tell about devices and memory. ``MedSR/MedSR.py`` connects these to the
-widgets and the parameter node; the job itself is :class:`MedSRLib.apps.mrml.VolumeNodeJob`.
+to show, the options of a run, the "Method options" fields, and what to tell about devices and memory.
+``MedSR/MedSR.py`` connects these to the widgets and the parameter node; the job itself is
+:class:`MedSRLib.apps.mrml.VolumeNodeJob`.
 """
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from MedSRLib.grid.geometry import detect_thick_axis, format_scale
@@ -102,6 +104,90 @@ def run_options(patch: int, stride: int, blend: str, batch_size: int, device: st
         options["patch"] = patch
     if stride > 0:
         options["stride"] = stride
+    return options
+
+
+# A number field whose option has no upper bound stops here.
+OPTION_FIELD_MAXIMUM = 1_000_000
+FLOAT_FIELD_DECIMALS = 2
+
+
+@dataclass(frozen=True)
+class OptionField:
+    """One field of the "Method options" section, from the method's declaration (``methods.options.MethodOption``):
+    a spin box (int, float), check box (bool), combo box (choice) or line edit (path). ``value`` is what the field
+    shows while the option is left to the method; a number option without a default of its own gets one more step
+    below its minimum, shown as ``default_text`` (Qt's special value text)."""
+    name: str               # the super_resolve keyword, and the option's key in the parameter node's JSON
+    kind: str
+    label: str
+    tooltip: str
+    value: object
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    decimals: int = 0
+    choices: Tuple[str, ...] = ()
+    default_text: str = ""
+
+    def shown(self, stored: Dict[str, object]):
+        """The stored value if this field's widget can show it, else the method's default."""
+        value = stored.get(self.name)
+        if self.kind in ("int", "float"):
+            number = int if self.kind == "int" else (int, float)
+            fits = isinstance(value, number) and not isinstance(value, bool) and self.minimum <= value <= self.maximum
+        else:
+            fits = {"bool": isinstance(value, bool), "choice": value in self.choices,
+                    "path": isinstance(value, str)}[self.kind]
+        return value if fits else self.value
+
+
+def option_fields(method: str) -> List[OptionField]:
+    """The fields of ``method``'s "Method options" section, in its declaration's order."""
+    from MedSRLib.methods import get_method
+    return [_option_field(option) for option in get_method(method).options]
+
+
+def _option_field(option) -> OptionField:
+    field = OptionField(option.name, option.kind, option.panel_label, option.help[0].upper() + option.help[1:] + ".",
+                        option.default, choices=option.choices)
+    if option.kind == "path":
+        return replace(field, value=option.default or "", default_text="none")
+    if option.kind not in ("int", "float"):
+        return field
+    number = int if option.kind == "int" else float
+    minimum = number(-OPTION_FIELD_MAXIMUM if option.minimum is None else option.minimum)
+    maximum = number(OPTION_FIELD_MAXIMUM if option.maximum is None else option.maximum)
+    field = replace(field, minimum=minimum, maximum=maximum,
+                    decimals=0 if option.kind == "int" else FLOAT_FIELD_DECIMALS)
+    if option.default is None:
+        return replace(field, value=minimum - 1, minimum=minimum - 1, default_text="the method's")
+    return replace(field, value=number(option.default))
+
+
+def parse_stored_options(text: str) -> Dict[str, object]:
+    """The option values the parameter node keeps (a JSON object, one value per option name, shared by the methods
+    that take it); anything unreadable counts as none set."""
+    try:
+        values = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def store_option(text: str, name: str, value) -> str:
+    """The parameter node's JSON with option ``name`` set to ``value``."""
+    return json.dumps({**parse_stored_options(text), name: value}, sort_keys=True)
+
+
+def method_run_options(method: str, stored: Dict[str, object]) -> dict:
+    """super_resolve's keyword options for ``method`` from the stored values, as its fields show them: only those
+    that differ from the method's default, checked against the declaration (one sentence naming the field's label)."""
+    from MedSRLib.methods import get_method
+    fields = option_fields(method)
+    shown = {field.name: field.shown(stored) for field in fields}
+    options = {field.name: shown[field.name] for field in fields if shown[field.name] != field.value}
+    labels = {field.name: field.label for field in fields}
+    get_method(method).check_options(options, spell=labels.__getitem__)
     return options
 
 
