@@ -95,3 +95,12 @@ def test_an_upward_import_breaks_the_contract(copied_tree):
     assert result.returncode != 0
     assert "MedSRLib.grid.geometry -> MedSRLib.apps.cli" in result.stdout
     assert any("MedSRLib.grid.geometry" in cycle for cycle in cycles_in(copied_tree))
+
+
+def test_the_library_and_the_command_line_start_without_torch():
+    # torch costs seconds to import: only running a learned method (or training) may pay for it, not `medsr methods`,
+    # an interpolation, the Slicer panel's worker start or the server's request checks.
+    code = ("import sys, MedSRLib.api, MedSRLib.apps.cli, MedSRLib.methods; "
+            "print(sorted(name for name in ('torch', 'openvino') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

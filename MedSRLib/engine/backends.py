@@ -25,16 +25,19 @@ engine's ``model_key``), the window's input shape and the OpenVINO version: ``$M
 ``~/.cache/medsr/backends``. Without a ``model_key`` (a module passed in from Python) the conversion is not cached.
 A backend that cannot be used (not installed, conversion failed) gives one warning and the torch result.
 """
+from __future__ import annotations
+
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from MedSRLib.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where a network runs, not when the library (or `medsr methods`) starts
+    import torch
 
 BACKENDS = ("auto", "torch", "openvino")
 # auto converts (tens of seconds, once) only for outputs of at least a 128³ input at ×2, where the first run already
@@ -42,7 +45,7 @@ BACKENDS = ("auto", "torch", "openvino")
 AUTO_MIN_OUTPUT_VOXELS = 256 ** 3
 OPENVINO_EXTRA = 'pip install "medsr[openvino]"'
 
-Forward = Callable[..., torch.Tensor]
+Forward = Callable[..., "torch.Tensor"]
 
 
 def backend_cache_dir() -> Path:
@@ -117,6 +120,8 @@ def _openvino_forward(model: torch.nn.Module, window_shape: tuple, cached: Optio
             _save_atomically(_convert_to_openvino(model, window_shape), cached)
         converted = core.read_model(str(cached))
     # float32 everywhere: on CPUs with bf16 support OpenVINO would otherwise lower the precision by default.
+    import torch
+
     compiled = core.compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                                                      "INFERENCE_NUM_THREADS": torch.get_num_threads()})
 
@@ -136,6 +141,7 @@ def _cache_path(model_key: Optional[str], window_shape: tuple) -> Optional[Path]
 def _convert_to_openvino(model: torch.nn.Module, window_shape: tuple):
     """The network as an OpenVINO model for (B, 1, *window_shape) inputs, any B."""
     import openvino
+    import torch
 
     example = torch.rand(2, 1, *window_shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
