@@ -208,5 +208,16 @@ def test_unwritable_cache_is_reported_clearly(tmp_path, server, monkeypatch):
 def test_an_in_plane_method_finds_its_model_for_slices_along_any_axis():
     # miassr-cpu was trained on axial slices (in-plane factors 1.1–4 on x and y); sagittal slices ×2.5 (y, z) fit it.
     assert default_model_for("miassr", (1, 2.5, 2.5)) is None
-    assert default_model_for("miassr", (1, 2.5, 2.5), in_plane=True).name == "miassr-cpu"
-    assert default_model_for("miassr", (2, 2, 2), in_plane=True) is None
+    assert default_model_for("miassr", (1, 2.5, 2.5), axes="2d-in-plane").name == "miassr-cpu"
+    assert default_model_for("miassr", (2, 2, 2), axes="2d-in-plane") is None
+
+
+def test_a_through_plane_model_serves_its_thick_factors_along_any_one_axis(tmp_path):
+    # Trained with thick slices along z, factors 2–12: the engine turns the slices, so x or y thick works too.
+    path = write_catalog(tmp_path, entry("through", method="clade",
+                                         scales=None, scale_range={"min": [1, 1, 2], "max": [1, 1, 12]}))
+    for served in [(1, 1, 4), (6.5, 1, 1), (1, 12, 1), (1, 1, 2)]:
+        assert default_model_for("clade", served, path, axes="2d-through-plane").name == "through", served
+    for refused in [(1, 1, 13), (1, 1, 1.5), (2, 2, 1), (4, 4, 4), (1, 1, 1)]:
+        assert default_model_for("clade", refused, path, axes="2d-through-plane") is None, refused
+    assert default_model_for("clade", (6.5, 1, 1), path) is None  # as a 3D scale it is outside the range

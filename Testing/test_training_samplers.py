@@ -10,11 +10,13 @@ from MedSRLib.engine.tiling import TilingOptions, run_tiled
 from MedSRLib.errors import InputError
 from MedSRLib.grid import degradation as library
 from MedSRLib.grid.geometry import output_coordinates
+from MedSRLib.io.volume import Volume
+from MedSRLib.io.volume_files import write_volume
 from Training.config import load_config
 from Training.registry import Registry
 from Training.samplers.arbitrary_scale import ArbitraryScaleSampler
 from Training.samplers.degradation import check_degradation, degrade
-from Training.samplers.unpaired import UnpairedThickSliceSampler, simulate_thick_slices
+from Training.samplers.unpaired import ThickSliceScan, UnpairedThickSliceSampler, draw_scans, simulate_thick_slices
 from Training.samplers.windows import WindowSampler
 from Training.scaling import ScaleRange, window_factors
 from test_training_recipes import CoordinateNet
@@ -160,6 +162,60 @@ def test_unpaired_domains_have_the_thick_axis_as_rows_in_x_only():
         return np.abs(np.diff(patches, axis=axis)).mean()
     assert roughness(x, 1) < 0.5 * roughness(x, 2)  # rows (the thick axis) are smooth, columns are not
     assert 0.8 < roughness(y, 1) / roughness(y, 2) < 1.25
+
+
+DATA_SET_SCANS = {"scans_per_volume": 3, "axes": [0, 1, 2], "factors": [3, 8], "profiles": ["box", "gaussian"],
+                  "gap_fraction": [0, 0.2]}
+
+
+def test_the_clade_data_set_draws_every_kind_of_thick_slice_scan_reproducibly():
+    config = load_config(overrides=settings(recipe="unpaired-cycle", scale=[1, 1, 4], **{
+        "data.thick_slices": DATA_SET_SCANS}))
+    scans = draw_scans(config, 40)
+    flat = [scan for volume in scans for scan in volume]
+    assert [len(volume) for volume in scans] == [3] * 40
+    assert {scan.axis for scan in flat} == {0, 1, 2} and {scan.profile for scan in flat} == {"box", "gaussian"}
+    assert all(3 <= scan.factor <= 8 and 0 <= scan.gap <= 0.2 * scan.factor for scan in flat)
+    assert any(scan.factor != round(scan.factor) for scan in flat)
+    assert draw_scans(config, 40) == scans  # seeded
+    single = draw_scans(load_config(overrides=settings(recipe="unpaired-cycle", scale=[1, 4, 1])), 2)
+    assert single == [[ThickSliceScan(1, 4.0, "box", 0.0)]] * 2  # without data.thick_slices: the scale's axis
+
+
+def test_clade_data_set_x_patches_come_from_through_plane_slices_and_y_from_acquired_ones(tmp_path):
+    paths = []
+    for seed in range(2):
+        path = tmp_path / f"volume{seed}.nrrd"
+        write_volume(Volume(np.random.default_rng(seed).random((48, 48, 48)).astype(np.float32), (1.0, 1.0, 1.0)),
+                     path)
+        paths.append(str(path))
+    config = load_config(overrides=settings(recipe="unpaired-cycle", scale=[1, 1, 4], **{
+        "data.train": paths, "data.hr_patch": 32, "data.batch": 16, "data.foreground_fraction": 0.0,
+        "data.augment": {"flip": False, "intensity_scale": None, "gamma": None, "bias_field": 0.0, "noise": 0.0},
+        "data.thick_slices": DATA_SET_SCANS}))
+    sampler = UnpairedThickSliceSampler.from_config(config)
+    assert len(sampler.low_resolution.volumes) == len(sampler.high_resolution.volumes) == 6
+    for interpolated, acquired in zip(sampler.low_resolution.volumes, sampler.high_resolution.volumes):
+        assert interpolated.shape[1:] == acquired.shape[1:] and acquired.shape[0] < interpolated.shape[0] / 2.5
+    batch = sampler.batch(0)
+    x, y = batch["x"][:, 0].numpy(), batch["y"][:, 0].numpy()
+    roughness = [lambda patches, axis=axis: np.abs(np.diff(patches, axis=axis)).mean() for axis in (1, 2)]
+    assert roughness[0](x) < 0.5 * roughness[1](x)  # X: rows along the thick axis of each scan
+    assert 0.8 < roughness[0](y) / roughness[1](y) < 1.25  # Y: the acquired slices, detail both ways
+
+
+def test_the_clade_data_set_refuses_held_out_volumes():
+    config = load_config(overrides=settings(recipe="unpaired-cycle", scale=[1, 1, 4], **{
+        "data.train": ["colin27"], "data.thick_slices": DATA_SET_SCANS}))
+    with pytest.raises(InputError, match="held out"):
+        UnpairedThickSliceSampler.from_config(config)
+
+
+@pytest.mark.parametrize("spec", [{"scans_per_volume": 2}, [3, 8]])
+def test_a_malformed_thick_slice_data_set_is_refused(spec):
+    config = load_config(overrides=settings(recipe="unpaired-cycle", **{"data.thick_slices": spec}))
+    with pytest.raises(InputError, match="data.thick_slices must be null or a mapping"):
+        draw_scans(config, 1)
 
 
 def settings(**values) -> list:

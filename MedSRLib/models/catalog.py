@@ -73,15 +73,17 @@ def find_model(name: str, path: PathLike = None) -> Optional[CatalogEntry]:
 
 
 def default_model_for(method_name: str, scale_xyz: Iterable[float], path: PathLike = None,
-                      in_plane: bool = False) -> Optional[CatalogEntry]:
-    """The first catalog entry trained for this method at this scale, or None. ``in_plane``: the method's models are
-    2D in-plane models, which serve their in-plane factors on any slice axis (its checkpoint says which it was trained
-    on; the catalog does not, so every one is tried here)."""
+                      axes: str = "3d") -> Optional[CatalogEntry]:
+    """The first catalog entry trained for this method at this scale, or None. ``axes`` is how the method's models
+    run: 2D in-plane models serve their in-plane factors on any slice axis (the checkpoint says which it was trained
+    on; the catalog does not, so every one is tried here), through-plane models their thick factor along any axis."""
     scale = tuple(scale_xyz)
 
     def serves(entry: CatalogEntry) -> bool:
-        if in_plane:
+        if axes == "2d-in-plane":
             return any(entry.scales.serves_in_plane(scale, axis) is not None for axis in range(3))
+        if axes == "2d-through-plane":
+            return entry.scales.serves_through_plane(scale)
         return entry.scales.contains(scale)
 
     return next((entry for entry in list_models(path) if entry.method == method_name and serves(entry)), None)

@@ -93,10 +93,16 @@ class InferenceSettings:
 
         A 2D in-plane model serves its in-plane factors on any slice axis: the slices are taken along the array axis
         whose factor is 1 (the checkpoint's own slice axis first when several are), so a model trained on axial
-        slices runs on sagittal ones for ``--scale 1,4,4``. The returned settings carry that axis."""
+        slices runs on sagittal ones for ``--scale 1,4,4``. The returned settings carry that axis. A through-plane
+        model serves its thick factors along any one axis (the engine takes its slices through that axis)."""
         if self.method != method_name:
             raise CheckpointError(f"Checkpoint was trained for method '{self.method}', not '{method_name}'.")
         scale = tuple(float(factor) for factor in scale_xyz)
+        if self.axes == "2d-through-plane":
+            if not self.scales.serves_through_plane(scale):
+                raise CheckpointError(f"Checkpoint refines through-plane slices at the thick factors "
+                                      f"{self.scales.describe()} along any one axis, not {format_scale(scale)}.")
+            return self
         if self.axes != "2d-in-plane":
             if not self.scales.contains(scale):
                 raise CheckpointError(f"Checkpoint supports the scales {self.scales.describe()}, not "

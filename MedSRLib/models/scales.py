@@ -94,6 +94,18 @@ class ScaleSupport:
                 return axis
         return None
 
+    def serves_through_plane(self, scale_xyz: Iterable[float]) -> bool:
+        """For a through-plane model (its scales name the thick axis it was trained along): whether it serves the thick
+        factor of ``scale_xyz`` — exactly one factor above 1 — on whichever axis that factor is. The engine turns the
+        slices, so the thick axis is the scan's; only the factor must be one the model serves."""
+        thick = [factor for factor in map(float, scale_xyz) if factor > 1 + 1e-9]
+        if len(thick) != 1:
+            return False
+        trained_axis = max(range(3), key=lambda axis: self.default()[axis])
+        moved = [1.0, 1.0, 1.0]
+        moved[trained_axis] = thick[0]
+        return self.contains(moved)
+
     def default(self) -> Scale:
         """The scale a front end proposes: the first listed, or the largest of the range."""
         return self.scales[0] if self.scales is not None else self.range[1]

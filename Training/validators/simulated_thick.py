@@ -15,7 +15,13 @@ from ..registry import VALIDATORS
 from ..samplers.unpaired import simulate_thick_slices
 from ..samplers.windows import load_normalised
 from ..scaling import array_factors, thick_axis
+from MedSRLib.evaluation.metrics import edge_sharpness, find_edge_points, piqe_slicewise
+
 from .base import Images, Scores, Validator, evaluating, image_scores
+
+# The refined block's array axes: (through-plane slice, row along the thick axis, column).
+THICK_AXIS_IN_BLOCK = 1
+UNIT_SPACING = (1.0, 1.0, 1.0)
 
 
 @VALIDATORS.register("simulated-thick-slices")
@@ -37,9 +43,22 @@ class SimulatedThickSliceValidator(Validator):
         self.input = np.ascontiguousarray(np.moveaxis(interpolated[block], 1, 0))
         self.inner = (slice(None), slice(margin, margin + settings["crop"]), slice(margin, margin + settings["crop"]))
         self.reference = np.ascontiguousarray(np.moveaxis(reference[block], 1, 0)[self.inner])
+        self.edge_points = find_edge_points(self.reference, UNIT_SPACING, axis=THICK_AXIS_IN_BLOCK)
+
+    def scores(self, sr: np.ndarray) -> Scores:
+        scores = image_scores(sr, self.reference, slicewise=True)
+        clipped = np.clip(sr, 0, 1)
+        scores["piqe"] = piqe_slicewise(clipped, axis=0)
+        scores["edge_sharpness"] = edge_sharpness(clipped, UNIT_SPACING, axis=THICK_AXIS_IN_BLOCK,
+                                                  points=self.edge_points)
+        return scores
 
     def baselines(self) -> Dict[str, Scores]:
-        return {"bspline": image_scores(self.input[self.inner], self.reference, slicewise=True)}
+        return {"bspline": self.scores(self.input[self.inner])}
+
+    def summary(self, scores: Scores) -> str:
+        return (f"{super().summary(scores)}, PIQE {scores['piqe']:.1f}, "
+                f"edge sharpness {scores['edge_sharpness']:.3f} mm⁻¹")
 
     def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
         with evaluating(network):
@@ -48,7 +67,7 @@ class SimulatedThickSliceValidator(Validator):
         middle = len(sr) // 2
         images = {"bspline": np.clip(self.input[self.inner][middle], 0, 1), "prediction": np.clip(sr[middle], 0, 1),
                   "reference": self.reference[middle]}
-        return image_scores(sr, self.reference, slicewise=True), images
+        return self.scores(sr), images
 
     def describe(self) -> dict:
         return {**super().describe(), "slices": self.config["validation"]["slices"], "simulated": "thick slices"}
