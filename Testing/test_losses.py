@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from Training.losses import (InstanceNoise, gradient_penalty, halve_by_area, interpolate,
+from Training.losses import (InstanceNoise, content_style_loss, gradient_penalty, gram_matrix, halve_by_area, interpolate,
                              least_squares_critic_loss, least_squares_generator_loss, perceptual_loss, pixel_loss, ragan_critic_loss,
-                             ragan_generator_loss, wgan_critic_loss, wgan_generator_loss)
+                             r1_penalty, ragan_generator_loss, wgan_critic_loss, wgan_generator_loss)
 
 
 def softplus(x):
@@ -114,3 +114,14 @@ def test_instance_noise_is_shared_between_real_and_fake_and_has_the_scheduled_si
 def test_instance_noise_rejects_unknown_annealing():
     with pytest.raises(ValueError, match="per 'iteration' or 'epoch'"):
         InstanceNoise(per="batch")
+
+
+def test_gram_matrices_content_style_loss_and_r1_penalty():
+    ones = torch.ones(1, 2, 2, 2)
+    assert torch.equal(gram_matrix(ones), torch.full((1, 2, 2), 0.5))  # 4 products of 1 over C·H·W = 8
+    maps = [torch.rand(2, 3, 4, 4), torch.rand(2, 5, 2, 2)]
+    assert content_style_loss(maps, maps).item() == 0
+    assert content_style_loss(maps, [2 * level for level in maps]).item() > 0
+    # A critic whose mean logit is Σ a·x over 4 pixels has gradient a / 4 everywhere: R1 = 4 · (a / 4)².
+    real = torch.rand(3, 1, 2, 2, requires_grad=True)
+    assert r1_penalty(2.0 * real, real).item() == pytest.approx(4 * 0.5 ** 2)

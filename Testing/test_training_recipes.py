@@ -134,6 +134,15 @@ CASES = {
         "networks.critic": {"name": "patch_critic2d", "params": {"features": 4}},
         "losses.adversarial": 1.0, "losses.cycle": 1.0, "losses.identity": 1.0, "losses.gradient_mapping": 5.0,
     }, {"axes": "2d-through-plane", "scales": [[1.0, 1.0, 2.0]], "patch": [32, 32]}, "loss/generator"),
+    # TransMRSR's stage 1: the prior's unconditional GAN step with R1; the exporter adds the truncation centres.
+    "generative-prior": Case({
+        "recipe": "generative-prior", "method": "transmrsr", "axes": "2d-through-plane", "scale": [1, 1, 4],
+        "data.hr_patch": 32, "data.degradation": "area", "losses.r1": 1.0,
+        "networks.generator": {"name": "transmrsr", "params": {
+            "features": [4, 8], "style_dim": 8, "window": 4, "heads": 2, "decoder_layers": 1, "mlp_ratio": 1.0,
+            "shallow_blocks": 1, "mapping_layers": 2, "prior_size": 32, "latent_centres": 3}},
+        "networks.critic": {"name": "transmrsr_critic", "params": {"widths": [4, 8, 8]}},
+    }, {"axes": "2d-through-plane", "scales": [[1.0, 1.0, 4.0]], "patch": [32, 32]}, ""),
     "feature-pretraining": Case({
         "recipe": "feature-pretraining", "method": "feature-network", "data.hr_patch": 16, "data.batch": 4,
         "networks.feature_extractor.params": {"widths": [4, 4, 8, 8]}, "validation.batches": 2,

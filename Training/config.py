@@ -41,10 +41,12 @@ DEFAULTS = {
         "pixel_norm": "l1",           # l1 | l2 (MS-GAN's mean squared error)
         "intermediate": 0.0,          # a two-stage ×4 generator's ×2 output against the target area-averaged by 2
         "perceptual": 0.0,
+        "perceptual_form": "l1",      # l1 | content-style (TransMRSR: MSE of the feature maps and of their Gram matrices)
         "adversarial": 0.0,
         "adversarial_type": "ragan",  # ragan | wgan-gp
         "ragan_fake_term_only": False,
         "gradient_penalty": 10.0,
+        "r1": 0.0,                    # generative-prior: weight γ of the critic's R1 penalty, added as γ/2 · R1
         "feature_extractor": "none",  # none | joint (own optimiser, L_perc) | shared (G's optimiser) | frozen
         "instance_noise": {"start": 0.0, "per": "iteration", "steps_per_epoch": 1000},
         "cycle": 0.0,                 # unpaired-cycle: L1 of X → Y → X and Y → X → Y

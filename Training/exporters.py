@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # the trainer hands itself over; imported for the annotation 
 
 NORMALISATION = {"mode": "percentile", "percentiles": [0.5, 99.5]}
 FEATURE_NETWORK_METHOD = "feature-network"
+# The generative-prior exporter's second file, beside the model, and the architecture it holds.
+CRITIC_FEATURES_FILE = "critic-features.safetensors"
+CRITIC_FEATURES_ARCHITECTURE = "transmrsr_critic_features"
 
 
 def data_provenance(names) -> list:
@@ -83,3 +86,28 @@ class FeatureNetworkExporter(CheckpointExporter):
     def inference_settings(self, trainer: "Trainer") -> dict:
         return {"method": FEATURE_NETWORK_METHOD, "scales": [[1.0, 1.0, 1.0]], "axes": "3d",
                 "patch": list(trainer.sampler.input_patch), "normalisation": NORMALISATION}
+
+
+@EXPORTERS.register("generative-prior")
+class GenerativePriorExporter(CheckpointExporter):
+    """TransMRSR's stage 1 (the ``generative-prior`` recipe): the network, with the self-distilled truncation's
+    centres (K-means of latents its own mapping network samples, seeded by the config's seed), which stage 2 starts
+    from; and beside it :data:`CRITIC_FEATURES_FILE`, the stage-1 critic's trunk as a 2D feature network (method
+    ``feature-network``) for stage 2's content and style losses."""
+
+    def export(self, trainer: "Trainer", path: Path) -> Path:
+        network, _ = trainer.recipe.exported
+        network.distil_latent_centres(generator=torch.Generator().manual_seed(self.config["seed"]))
+        super().export(trainer, path)
+        config = self.config
+        metadata = {"method": FEATURE_NETWORK_METHOD, "scales": [[1.0, 1.0, 1.0]], "axes": "2d-in-plane",
+                    "patch": [config["data"]["hr_patch"]] * 2, "normalisation": NORMALISATION,
+                    "architecture": {"name": CRITIC_FEATURES_ARCHITECTURE,
+                                     "params": config["networks"]["critic"]["params"]},
+                    "training": {"data": data_provenance(config["data"]["train"]), "config": config,
+                                 "budget": {"steps": trainer.step, "seconds": round(trainer.seconds, 1)},
+                                 "hardware": hardware_description(trainer.dist.world_size, trainer.dist.device),
+                                 "role": "the trunk of the stage-1 critic of TransMRSR's generative prior"},
+                    "metrics": {}}
+        save_checkpoint(path.parent / CRITIC_FEATURES_FILE, trainer.recipe.networks["critic"].features, metadata)
+        return path

@@ -1,11 +1,11 @@
-"""Losses of the GAN recipes: relativistic average GAN (standard form), WGAN-GP, least squares, pixel L1 or L2, perceptual L1,
-and the instance-noise schedule.
+"""Losses of the GAN recipes: relativistic average GAN (standard form), WGAN-GP, least squares, non-saturating with the
+R1 penalty, pixel L1 or L2, perceptual L1 or content + style, and the instance-noise schedule.
 
 Critic outputs may be logit maps (a patch critic); expectations are means over every element. Notation follows
 METHODS.md §1: C = critic logits, σ = sigmoid, D_Ra(x_r, x_f) = σ(C(x_r) − E[C(x_f)]).
 """
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,24 @@ def gradient_penalty(mixed_logits: torch.Tensor, mixed: torch.Tensor) -> torch.T
     return ((gradients.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+def non_saturating_critic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """−E[log σ(C(x_r))] − E[log(1 − σ(C(x_f)))] (StyleGAN's critic loss)."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def non_saturating_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """−E[log σ(C(x_f))]."""
+    return F.softplus(-fake_logits).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E[‖∇ₓ s(x_r)‖²] at the real samples (``real`` must require grad), s the critic's mean logit per sample
+    (Mescheder et al. 2018; weight it by γ/2)."""
+    scores = real_logits.flatten(1).mean(dim=1)
+    gradients, = torch.autograd.grad(scores.sum(), real, create_graph=True)
+    return gradients.flatten(1).pow(2).sum(dim=1).mean()
+
+
 PIXEL_NORMS = {"l1": F.l1_loss, "l2": F.mse_loss}
 
 
@@ -85,6 +103,30 @@ def halve_by_area(x: torch.Tensor) -> torch.Tensor:
 def perceptual_loss(sr_features: torch.Tensor, hr_features: torch.Tensor) -> torch.Tensor:
     """Mean |FE(SR) − FE(HR)| (paper eq. 1)."""
     return F.l1_loss(sr_features, hr_features)
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → (B, C, C): channel correlations over the map, divided by C·H·W (Gatys et al. 2016)."""
+    batch, channels = features.shape[:2]
+    flat = features.reshape(batch, channels, -1)
+    return flat @ flat.transpose(1, 2) / flat[0].numel()
+
+
+def content_style_loss(sr_maps: Sequence[torch.Tensor], hr_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """TransMRSR's content + style loss over a feature network's maps: Σ mean (φ(SR) − φ(HR))² (content, Johnson et
+    al. 2016) + Σ mean (G(φ(SR)) − G(φ(HR)))² (style, Gram matrices)."""
+    return sum(F.mse_loss(sr, hr) + F.mse_loss(gram_matrix(sr), gram_matrix(hr)) for sr, hr in zip(sr_maps, hr_maps))
+
+
+PERCEPTUAL_FORMS = ("l1", "content-style")
+
+
+def feature_loss(sr_maps: Sequence[torch.Tensor], hr_maps: Sequence[torch.Tensor], form: str) -> torch.Tensor:
+    """The perceptual term of ``form`` (:data:`PERCEPTUAL_FORMS`) over one or more feature maps: the mean of their
+    L1 losses, or :func:`content_style_loss`."""
+    if form == "content-style":
+        return content_style_loss(sr_maps, hr_maps)
+    return sum(perceptual_loss(sr, hr) for sr, hr in zip(sr_maps, hr_maps)) / len(sr_maps)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from MedSRLib.errors import InputError
 from MedSRLib.models.checkpoints import load_model
 
 from ..distributed import Distributed
-from ..losses import (PIXEL_NORMS, InstanceNoise, gradient_penalty, halve_by_area, interpolate, perceptual_loss,
-                      pixel_loss, ragan_critic_loss, ragan_generator_loss, wgan_critic_loss, wgan_generator_loss)
+from ..losses import (PERCEPTUAL_FORMS, PIXEL_NORMS, InstanceNoise, feature_loss, gradient_penalty, halve_by_area,
+                      interpolate, pixel_loss, ragan_critic_loss, ragan_generator_loss, wgan_critic_loss,
+                      wgan_generator_loss)
 from .base import Recipe, set_trainable
 
 FEATURE_MODES = ("none", "joint", "shared", "frozen")
@@ -36,6 +37,9 @@ class PairedGanRecipe(Recipe):
                              f"{', '.join(ADVERSARIAL_TYPES)}.")
         if losses["pixel_norm"] not in PIXEL_NORMS:
             raise InputError(f"Unknown pixel loss norm '{losses['pixel_norm']}'; choose one of {', '.join(PIXEL_NORMS)}.")
+        if losses["perceptual_form"] not in PERCEPTUAL_FORMS:
+            raise InputError(f"Unknown perceptual loss form '{losses['perceptual_form']}'; choose one of "
+                             f"{', '.join(PERCEPTUAL_FORMS)}.")
         self.losses = losses
         self.feature_mode = losses["feature_extractor"] if losses["perceptual"] > 0 else "none"
         specs = config["networks"]
@@ -88,8 +92,11 @@ class PairedGanRecipe(Recipe):
         return self.generate(generator, batch), None
 
     def _features(self, sr: torch.Tensor, hr: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
-        sr_features, hr_features = network(torch.cat([sr, hr])).chunk(2)
-        return perceptual_loss(sr_features, hr_features)
+        """``losses.perceptual_form`` of the feature network's map (or list of maps, e.g. one per stage)."""
+        maps = network(torch.cat([sr, hr]))
+        pairs = [both.chunk(2) for both in ([maps] if isinstance(maps, torch.Tensor) else maps)]
+        return feature_loss([sr_map for sr_map, _ in pairs], [hr_map for _, hr_map in pairs],
+                            self.losses["perceptual_form"])
 
     def _feature_network_for_generator(self) -> torch.nn.Module:
         """Shared: the DDP wrapper (the FE learns from the generator's loss); joint: the plain module, frozen here
