@@ -4,7 +4,8 @@
 method with that checkpoint) and each interpolation method on the full-reference held-out volumes (Colin27, the EPI
 b0), on each protocol row the method serves (its ``check_scale``), and the no-reference scores on the real anisotropic
 ITK T1 (its thick axis to the in-plane spacing). Each result records PSNR, fg-PSNR, SSIM and NRMSE (full reference),
-edge sharpness and PIQE (no reference, on the output), seconds, peak memory, parameters and FLOPs, then
+PIQE and edge sharpness (no reference, on the output: ``protocol.no_reference_scores``, at the borders of the row's
+reference, or of B-spline's output for the ITK T1), seconds, peak memory, parameters and FLOPs, then
 ``docs/results.md`` and a plot of PSNR gain over B-spline against seconds are written. ``--quick`` crops every volume to
 its central 48³ voxels for CI-sized runs.
 """
@@ -23,15 +24,15 @@ import numpy as np
 from MedSRLib._version import __version__
 from MedSRLib.errors import MedSRError
 from MedSRLib.grid.geometry import detect_thick_axis
+from MedSRLib.io.volume import Volume
 from MedSRLib.methods import MethodKind, RunSettings, get_method, list_methods
-from .metrics import compare, edge_sharpness, piqe_slicewise
-from .protocol import DEGRADATIONS, Degradation, build_parser, heldout_volume, run_table, super_resolve_row
+from .metrics import compare
+from .protocol import (DEGRADATIONS, Degradation, build_parser, heldout_volume, no_reference_scores, reference_borders,
+                       run_table, super_resolve_row)
 
 FULL_REFERENCE_VOLUMES = ("colin27", "heudiconv-epi")
 NO_REFERENCE_VOLUME = "itk-t1-aniso"
 QUICK_CROP = 48
-# PIQE scores each 2D slice (about 0.1 s per Colin27 slice); every 4th slice keeps a row's scoring to seconds.
-PIQE_SLICE_STEP = 4
 BASELINE = "bspline"
 
 
@@ -124,49 +125,55 @@ def central_crop(array: np.ndarray, size: int) -> np.ndarray:
     return array[tuple(slice(start, start + size) for start in starts)]
 
 
-def run_full_reference(entry: Entry, hr_array: np.ndarray, degradation: Degradation, backend: str) -> dict:
-    hr, lr = degradation.apply(hr_array)
+def run_full_reference(entry: Entry, hr: np.ndarray, lr: np.ndarray, degradation: Degradation, borders: np.ndarray,
+                       backend: str) -> dict:
+    """One protocol row (``degradation.apply``'s ``hr`` and ``lr``) for one contestant; the no-reference scores are
+    measured at ``borders``, the row's :func:`reference_borders`."""
     settings = RunSettings(checkpoint=entry.checkpoint, backend=backend)
     with peak_memory() as memory, cpu_time() as cpu:
         output, seconds = super_resolve_row(entry.method, lr, degradation, settings)
     scores = compare(output, hr)
     scores.update(memory, **cpu, seconds=seconds, **model_cost(entry, degradation, lr.shape))
-    scores["edge_sharpness"] = edge_sharpness(output, (1.0, 1.0, 1.0))
-    scores["piqe"] = _piqe(output, axis=degradation.axis)
+    scores.update(no_reference_scores(output, degradation, borders))
     return scores
 
 
-def warm_up(entry: Entry, hr_array: np.ndarray, degradation: Degradation, backend: str) -> None:
+def warm_up(entry: Entry, lr: np.ndarray, degradation: Degradation, backend: str) -> None:
     """One untimed run on a small corner of the row's input (with the same window shape), so that loading the
     libraries and converting the model for a backend (cached on disk) do not count in the first row's seconds."""
-    _, lr = degradation.apply(hr_array)
     super_resolve_row(entry.method, lr[:16, :16, :16], degradation, RunSettings(checkpoint=entry.checkpoint,
                                                                                backend=backend))
 
 
-def _piqe(array: np.ndarray, axis: int) -> Optional[float]:
-    """Mean PIQE over every PIQE_SLICE_STEP-th slice perpendicular to ``axis``; None without pypiqe."""
-    try:
-        return piqe_slicewise(np.take(array, range(0, array.shape[axis], PIQE_SLICE_STEP), axis=axis), axis)
-    except MedSRError:
-        return None
+@dataclass(frozen=True)
+class NoReferenceScan:
+    """A real anisotropic scan scored without a reference: super-resolved along its thick axis to the in-plane
+    spacing, and scored as that thick row (``row``) at the borders of B-spline's output (``borders``)."""
+    volume: Volume
+    row: Degradation
+    borders: np.ndarray
+
+    @classmethod
+    def prepare(cls, volume_array: np.ndarray, spacing) -> "NoReferenceScan":
+        from MedSRLib.api import super_resolve
+        thick = detect_thick_axis(spacing)
+        volume = Volume(volume_array, spacing)
+        row = Degradation("thick", thick.factor, thick.array_axis)
+        reference = super_resolve(volume, BASELINE, row.scale_xyz())
+        return cls(volume, row, reference_borders(reference.array, row, reference.spacing))
 
 
-def run_no_reference(entry: Entry, volume_array: np.ndarray, spacing, backend: str) -> dict:
-    """The ITK T1: super-resolved along its thick axis to the in-plane spacing; edge sharpness across the slices and
-    PIQE of the slices through them."""
-    from MedSRLib.io.volume import Volume
+def run_no_reference(entry: Entry, scan: NoReferenceScan, backend: str) -> dict:
+    """The scan super-resolved by one contestant; PIQE of the through-plane slices and edge sharpness across the
+    slices (:func:`no_reference_scores`)."""
     from MedSRLib.api import super_resolve
-    thick = detect_thick_axis(spacing)
-    volume = Volume(volume_array, spacing, (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     with peak_memory() as memory, cpu_time() as cpu:
         started = time.perf_counter()
-        result = super_resolve(volume, entry.method, thick.scale(), checkpoint=entry.checkpoint, backend=backend)
+        result = super_resolve(scan.volume, entry.method, scan.row.scale_xyz(), checkpoint=entry.checkpoint,
+                               backend=backend)
         seconds = time.perf_counter() - started
-    in_plane_axis = next(axis for axis in range(3) if axis != thick.array_axis)
     return {"seconds": seconds, **cpu, **memory,
-            "edge_sharpness": edge_sharpness(result.array, result.spacing, axis=thick.array_axis),
-            "piqe": _piqe(result.array, axis=in_plane_axis)}
+            **no_reference_scores(result.array, scan.row, scan.borders, result.spacing)}
 
 
 def run_leaderboard(selected: Sequence[Entry], degradations: Sequence[Degradation] = DEGRADATIONS,
@@ -183,12 +190,12 @@ def run_leaderboard(selected: Sequence[Entry], degradations: Sequence[Degradatio
     for volume in volumes:
         if volume == NO_REFERENCE_VOLUME:
             scan = read_volume(dataset_path(volume))
-            array = central_crop(scan.array, QUICK_CROP) if quick else scan.array
-            thick = detect_thick_axis(scan.spacing)
-            row = results.setdefault(volume, {}).setdefault(f"thick axis ×{thick.factor:g} (no reference)", {})
+            prepared = NoReferenceScan.prepare(central_crop(scan.array, QUICK_CROP) if quick else scan.array,
+                                               scan.spacing)
+            row = results.setdefault(volume, {}).setdefault(f"thick axis ×{prepared.row.scale:g} (no reference)", {})
             for entry in selected:
-                if supports(entry, thick.scale()):
-                    row[entry.label] = run_no_reference(entry, array, scan.spacing, backend)
+                if supports(entry, prepared.row.scale_xyz()):
+                    row[entry.label] = run_no_reference(entry, prepared, backend)
                     log(f"{volume} {entry.label}: {_summary(row[entry.label])}")
             on_row(results)
             continue
@@ -196,13 +203,15 @@ def run_leaderboard(selected: Sequence[Entry], degradations: Sequence[Degradatio
         if quick:
             hr_array = central_crop(hr_array, QUICK_CROP)
         for degradation in degradations:
+            hr, lr = degradation.apply(hr_array)
+            borders = reference_borders(hr, degradation)
             row = results.setdefault(volume, {}).setdefault(degradation.label, {})
             for entry in selected:
                 if supports(entry, degradation.scale_xyz()):
                     if entry.checkpoint and entry.label not in warmed:
-                        warm_up(entry, hr_array, degradation, backend)
+                        warm_up(entry, lr, degradation, backend)
                         warmed.add(entry.label)
-                    row[entry.label] = run_full_reference(entry, hr_array, degradation, backend)
+                    row[entry.label] = run_full_reference(entry, hr, lr, degradation, borders, backend)
                     log(f"{volume} {degradation.key} {entry.label}: {_summary(row[entry.label])}")
             on_row(results)
     return results
@@ -309,9 +318,10 @@ def machine_lines(backend: str, quick: bool) -> List[str]:
             + (f"; load average at start {load[0]:.1f} (other jobs share the cores: seconds are noisy)" if load else "")
             + ".",
             "Volumes cropped to their central 48³ voxels (--quick)." if quick else
-            "Whole volumes. PIQE is the mean over every 4th slice (lower is better); edge sharpness in mm⁻¹ (higher "
-            "is sharper); peak memory is the resident memory the run added; FLOPs count a network's convolutions and "
-            "matrix products per output voxel."]
+            "Whole volumes. PIQE is the mean over every 4th slice through the degraded axes (through-plane slices for "
+            "thick slices; lower is better); edge sharpness in mm⁻¹ (higher is sharper) at the reference's borders "
+            "across the degraded axes (docs/protocol.md); peak memory is the resident memory the run added; FLOPs "
+            "count a network's convolutions and matrix products per output voxel."]
 
 
 def select_entries(names: Optional[Sequence[str]]) -> List[Entry]:

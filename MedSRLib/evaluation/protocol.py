@@ -24,12 +24,15 @@ from MedSRLib.io import read_volume
 from MedSRLib.methods import RunSettings, get_method
 from MedSRLib.progress import ProgressCallback, report
 from .datasets import dataset_path, get_dataset
-from .metrics import compare
+from .metrics import compare, edge_sharpness, find_edge_points, piqe_slicewise
 
 
 PROTOCOL_MODES = ("isotropic", "inplane", "thick")
 AXIS_NAMES = ("first", "second", "third")
 KEY_PATTERN = re.compile(r"(isotropic|inplane|thick)-([0-9]+(?:\.[0-9]+)?)(?:-axis([0-9]))?")
+# PIQE scores each 2D slice (about 0.1 s per Colin27 slice); every 4th slice keeps a row's scoring to seconds.
+PIQE_SLICE_STEP = 4
+UNIT_SPACING = (1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,17 @@ class Degradation:
         degraded = {"isotropic": {0, 1, 2}, "inplane": {0, 1, 2} - {self.axis}, "thick": {self.axis}}[self.mode]
         return tuple(float(self.scale) if a in degraded else 1.0 for a in range(3))
 
+    def degraded_axes(self) -> Tuple[int, ...]:
+        return tuple(axis for axis, factor in enumerate(self.factors()) if factor > 1)
+
+    def piqe_slice_axis(self) -> int:
+        """No-reference PIQE scores the slices perpendicular to this array axis: for thick slices the first in-plane
+        axis, so that every scored slice runs through the thick axis (a through-plane slice, where thick slices
+        show); for in-plane rows the slice axis (the degraded slices themselves); for isotropic rows the first axis."""
+        if self.mode == "thick":
+            return next(axis for axis in range(3) if axis != self.axis)
+        return self.axis
+
     def scale_xyz(self) -> Tuple[float, float, float]:
         """The (x, y, z) scale that undoes this degradation (array axis a is xyz index 2 − a)."""
         return self.factors()[::-1]
@@ -120,9 +134,28 @@ DEGRADATIONS = tuple(Degradation.from_key(key) for key in (
     "thick-8"))
 
 
+def reference_borders(hr: np.ndarray, degradation: Degradation,
+                      spacing_xyz: Sequence[float] = UNIT_SPACING) -> np.ndarray:
+    """Where a row's edge sharpness is measured, the same voxels for every method: the strong borders of the HR
+    reference crossed along a degraded axis (``find_edge_points`` for each degraded axis; for thick slices, the borders
+    across the thick axis)."""
+    return np.concatenate([find_edge_points(hr, spacing_xyz, axis=axis) for axis in degradation.degraded_axes()])
+
+
+def no_reference_scores(output: np.ndarray, degradation: Degradation, borders: np.ndarray,
+                        spacing_xyz: Sequence[float] = UNIT_SPACING) -> Dict[str, float]:
+    """A row's no-reference scores of an output on the HR grid: ``piqe``, the mean PIQE (lower is better) over every
+    PIQE_SLICE_STEP-th slice perpendicular to ``degradation.piqe_slice_axis()`` (for thick slices, the through-plane
+    slices), and ``edge_sharpness`` (mm⁻¹, higher is sharper) at ``borders`` (see :func:`reference_borders`)."""
+    axis = degradation.piqe_slice_axis()
+    scored_slices = np.take(output, range(0, output.shape[axis], PIQE_SLICE_STEP), axis=axis)
+    return {"piqe": piqe_slicewise(scored_slices, axis),
+            "edge_sharpness": edge_sharpness(output, spacing_xyz, points=borders)}
+
+
 def evaluate_method(method_name: str, hr_array: np.ndarray, mode: str, scale: float, axis: int = 0,
                     settings: Optional[RunSettings] = None,
-                    hr_spacing_xyz: Sequence[float] = (1.0, 1.0, 1.0)) -> Dict[str, float]:
+                    hr_spacing_xyz: Sequence[float] = UNIT_SPACING) -> Dict[str, float]:
     """Run the protocol for one method and one degradation: PSNR, fg-PSNR, SSIM, NRMSE (see metrics.compare) and the
     method's run time in seconds. The method sees the LR spacing: ``hr_spacing_xyz`` times the scale where degraded."""
     degradation = Degradation(mode, scale, axis)
@@ -130,16 +163,19 @@ def evaluate_method(method_name: str, hr_array: np.ndarray, mode: str, scale: fl
     return _score(method_name, hr, lr, degradation, settings, hr_spacing_xyz)
 
 
-def _score(method_name, hr, lr, degradation: Degradation, settings=None, hr_spacing_xyz=(1.0, 1.0, 1.0)):
+def _score(method_name, hr, lr, degradation: Degradation, settings=None, hr_spacing_xyz=UNIT_SPACING, borders=None):
+    """compare's scores and the run time, with :func:`no_reference_scores` at ``borders`` when they are given."""
     sr, seconds = super_resolve_row(method_name, lr, degradation, settings, hr_spacing_xyz)
     scores = compare(sr, hr)
+    if borders is not None:
+        scores.update(no_reference_scores(sr, degradation, borders, hr_spacing_xyz))
     scores["seconds"] = seconds
     return scores
 
 
 def super_resolve_row(method_name: str, lr: np.ndarray, degradation: Degradation,
                       settings: Optional[RunSettings] = None,
-                      hr_spacing_xyz: Sequence[float] = (1.0, 1.0, 1.0)) -> Tuple[np.ndarray, float]:
+                      hr_spacing_xyz: Sequence[float] = UNIT_SPACING) -> Tuple[np.ndarray, float]:
     """Step 4 of the protocol: the method's output on the HR grid, clipped to [0, 1], and its run time in seconds."""
     scale_xyz = degradation.scale_xyz()
     lr_spacing = tuple(float(s) * f for s, f in zip(hr_spacing_xyz, scale_xyz))
@@ -159,30 +195,45 @@ def heldout_volume(name: str) -> np.ndarray:
 def reference_table(methods: Sequence[str], degradations: Sequence[Degradation] = DEGRADATIONS,
                     hr_array: Optional[np.ndarray] = None,
                     progress: Optional[ProgressCallback] = None,
-                    checkpoints: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+                    checkpoints: Optional[Dict[str, str]] = None,
+                    no_reference: bool = False) -> Dict[str, Dict[str, Dict[str, float]]]:
     """{degradation label: {method: scores}} on ``hr_array`` (Colin27 from the data cache by default); a learned
-    method uses ``checkpoints[method]`` when given, else its shipped default model."""
+    method uses ``checkpoints[method]`` when given, else its shipped default model. ``no_reference`` adds
+    :func:`no_reference_scores` at the borders of each row's reference."""
     if hr_array is None:
         hr_array = read_volume(dataset_path("colin27")).array
     checkpoints = checkpoints or {}
     results = {}
     for row_index, degradation in enumerate(degradations):
         hr, lr = degradation.apply(hr_array)
+        borders = reference_borders(hr, degradation) if no_reference else None
         row = results.setdefault(degradation.label, {})
         for method_index, method in enumerate(methods):
-            row[method] = _score(method, hr, lr, degradation, RunSettings(checkpoint=checkpoints.get(method)))
+            row[method] = _score(method, hr, lr, degradation, RunSettings(checkpoint=checkpoints.get(method)),
+                                 borders=borders)
             report(row_index * len(methods) + method_index + 1, len(methods) * len(degradations), progress)
     return results
 
 
 def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
     """The results in the reference table's format: one row per degradation, one 'PSNR / fg-PSNR / SSIM' column per method."""
+    return _table_per_method(results, "PSNR / fg-PSNR / SSIM", lambda scores: (
+        f"{scores['psnr']:.2f} / {scores['psnr_foreground']:.2f} / {scores['ssim']:.4f}"))
+
+
+def no_reference_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
+    """The no-reference scores of results made with ``no_reference``: one 'PIQE / edge sharpness' column per method."""
+    return _table_per_method(results, "PIQE / edge sharpness (mm⁻¹)",
+                             lambda scores: f"{scores['piqe']:.2f} / {scores['edge_sharpness']:.3f}")
+
+
+def _table_per_method(results: Dict[str, Dict[str, Dict[str, float]]], heading: str, cell) -> str:
+    """Markdown: one row per degradation, one column per method headed '<method> <heading>', ``cell(scores)`` in it."""
     methods = list(next(iter(results.values())))
-    lines = ["| degradation | " + " | ".join(f"{method} PSNR / fg-PSNR / SSIM" for method in methods) + " |",
+    lines = ["| degradation | " + " | ".join(f"{method} {heading}" for method in methods) + " |",
              "|---|" + "---|" * len(methods)]
     for label, row in results.items():
-        cells = [f"{row[m]['psnr']:.2f} / {row[m]['psnr_foreground']:.2f} / {row[m]['ssim']:.4f}" for m in methods]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(row[method]) for method in methods) + " |")
     return "\n".join(lines)
 
 
@@ -204,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="degradations, e.g. isotropic-2.5 inplane-4 thick-8 (default: the nine rows of docs/protocol.md)")
     parser.add_argument("--checkpoint", action="append", default=[], type=_checkpoint_argument,
                         metavar="METHOD=CHECKPOINT", help="a learned method's checkpoint (default: its shipped model)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="also score each output without the reference and print a second table: mean PIQE over "
+                             "the slices through the degraded axes (through-plane slices for thick rows) and edge "
+                             "sharpness at the reference's borders across them (--all always scores them)")
     parser.add_argument("--json", help="also write every score (with run times) to this file")
     return parser
 
@@ -223,12 +278,15 @@ def run_table(arguments: argparse.Namespace) -> None:
         degradations = [Degradation.from_key(key) for key in arguments.rows]
         results = reference_table(arguments.methods, degradations, heldout_volume(arguments.volume),
                                   lambda done, total: print(f"{done}/{total}", file=sys.stderr, flush=True),
-                                  checkpoints)
+                                  checkpoints, arguments.no_reference)
     except MedSRError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print(f"{arguments.volume}:")
     print(markdown_table(results))
+    if arguments.no_reference:
+        print(f"\n{arguments.volume}, no-reference scores (PIQE lower is better, edge sharpness higher is sharper):")
+        print(no_reference_table(results))
     if arguments.json:
         Path(arguments.json).write_text(json.dumps({"volume": arguments.volume, "results": results}, indent=1))
 
