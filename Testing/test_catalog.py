@@ -59,8 +59,9 @@ def server(tmp_path):
     httpd.server_close()
 
 
-def test_every_shipped_model_is_verified_small_and_beats_interpolation_on_its_held_out_scores():
+def test_every_shipped_model_is_verified_small_and_passes_its_publish_gate_on_its_held_out_scores():
     from MedSRLib.models.checkpoints import load_model
+    from Training.publish import gate_refusal
     models = list_models()
     assert models, "the shipped catalog lists the trained models"
     for model in models:
@@ -70,10 +71,10 @@ def test_every_shipped_model_is_verified_small_and_beats_interpolation_on_its_he
         assert metadata["method"] == model.method and ScaleSupport.from_document(metadata, "metadata") == model.scales
         assert metadata["training"]["hardware"] and metadata["training"]["budget"]["steps"] > 0
         heldout = metadata["metrics"]["heldout"]
-        for volume, rows in heldout["scores"].items():
-            for label, scores in rows.items():
-                for baseline in ("bspline", "lanczos"):
-                    assert scores["psnr"] > heldout["baselines"][volume][label][baseline]["psnr"], (model.name, label)
+        recorded = {volume: {label: {**heldout["baselines"][volume][label], model.method: scores}
+                             for label, scores in rows.items()}
+                    for volume, rows in heldout["scores"].items()}
+        assert gate_refusal(recorded, model.method, model.gate) is None, (model.name, model.gate)
     assert default_model_for("threeplayer", (2, 2, 2)).name == "threeplayer-x2"
     assert default_model_for("threeplayer", (1, 1, 2)) is None
 
@@ -85,6 +86,13 @@ def test_catalog_override_by_argument_and_environment(tmp_path, monkeypatch):
     found = find_model("a")
     assert found.scales.scales == ((1.0, 1.0, 2.0),) and found.file == "a.safetensors" and found.url is None
     assert find_model("b") is None
+
+
+def test_an_entry_records_the_publish_gate_it_passed(tmp_path):
+    # Entries written before publish recorded gates passed the PSNR gate, the only one then.
+    path = write_catalog(tmp_path, entry("perceptual", gate="perceptual"), entry("earlier"))
+    assert [(model.name, model.gate) for model in list_models(path)] == [("perceptual", "perceptual"),
+                                                                         ("earlier", "psnr")]
 
 
 def test_default_model_is_the_first_for_method_and_scale(tmp_path):
@@ -103,6 +111,7 @@ def test_default_model_is_the_first_for_method_and_scale(tmp_path):
     ([entry("a", sha256="abc")], 1, "not a SHA-256"),
     ([entry("a", file=None)], 1, "needs a 'file' or a 'url'"),
     ([entry("a", url="ftp://example.org/a")], 1, "not http"),
+    ([entry("a", gate="ssim")], 1, "has the gate 'ssim', not one of psnr, perceptual"),
     ([entry("a"), entry("a")], 1, "more than once"),
     ([], 2, "schema-1"),
 ])

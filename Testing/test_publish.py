@@ -10,6 +10,7 @@ from MedSRLib.models.checkpoints import load_checkpoint, save_checkpoint
 from MedSRLib.errors import MedSRError
 from MedSRLib.files import file_sha256
 from MedSRLib.nn.registry import build_network
+from Training import publish as publishing
 from Training.publish import publish
 
 EPI = "heudiconv-epi"
@@ -18,8 +19,14 @@ UNTRAINED = {"features": 4, "growth": 4, "blocks": 1, "scale": 2, "skip": "lancz
 
 
 @pytest.fixture()
-def setup(tmp_path):
+def setup(candidate):
     cached_dataset(EPI)
+    return candidate
+
+
+@pytest.fixture()
+def candidate(tmp_path):
+    """(an untrained checkpoint in a run folder, a catalog listing another model)."""
     checkpoint = tmp_path / "run" / "model.safetensors"
     metadata = {"method": "threeplayer", "scales": [[2.0, 2.0, 2.0]], "axes": "3d", "patch": [24, 24, 24],
                 "architecture": {"name": "rrdb3d", "params": UNTRAINED},
@@ -96,3 +103,61 @@ def test_forced_publication_records_held_out_scores_and_the_catalog_entry(setup,
             force=True)
     models = json.loads(catalog.read_text())["models"]
     assert [model["name"] for model in models] == ["other", "threeplayer-x2"] and models[1]["description"] == "second"
+
+
+THICK_4 = "thick slices ×4 (first array axis)"
+BSPLINE = {"psnr": 30.0, "piqe": 40.0, "edge_sharpness": 0.5}
+
+
+@pytest.fixture()
+def perceptual_scores(monkeypatch):
+    """Replaces the held-out scoring by B-spline's and Lanczos's fixed scores and the candidate's ``model`` (B-spline's
+    where not set); ``asked`` records whether the no-reference scores were asked for."""
+    scoring = {"model": {}, "asked": []}
+
+    def score_heldout(checkpoint, method, volumes, rows, no_reference=False):
+        scoring["asked"].append(no_reference)
+        lanczos = {"psnr": 30.1, "piqe": 39.0, "edge_sharpness": 0.52}
+        return {"colin27": {THICK_4: {"bspline": BSPLINE, "lanczos": lanczos,
+                                      method: {**BSPLINE, **scoring["model"]}}}}
+    monkeypatch.setattr(publishing, "score_heldout", score_heldout)
+    return scoring
+
+
+def test_the_perceptual_gate_ships_a_model_close_to_bspline_in_psnr_with_lower_piqe_and_sharper_edges(
+        candidate, perceptual_scores):
+    checkpoint, catalog = candidate
+    perceptual_scores["model"].update(psnr=29.6, piqe=35.0, edge_sharpness=0.6)
+    arguments = (str(checkpoint), "clade-x4", "test", "MR", "T1", "brain", ["colin27"], ["thick-4"], catalog)
+    with pytest.raises(MedSRError, match="does not beat bspline and lanczos by 0.05 dB on colin27 thick slices ×4"):
+        publish(*arguments)  # the default gate wants more PSNR than both interpolations
+    publish(*arguments, gate="perceptual")
+    assert perceptual_scores["asked"] == [False, True]
+    _, metadata = load_checkpoint(catalog.parent / "clade-x4.safetensors")
+    heldout = metadata["metrics"]["heldout"]
+    assert heldout["scores"]["colin27"][THICK_4] == {"psnr": 29.6, "piqe": 35.0, "edge_sharpness": 0.6}
+    assert heldout["baselines"]["colin27"][THICK_4]["bspline"] == BSPLINE
+    models = json.loads(catalog.read_text())["models"]
+    assert models[1]["name"] == "clade-x4" and models[1]["gate"] == "perceptual"
+
+
+@pytest.mark.parametrize("model, failure", [
+    ({"psnr": 29.4}, "PSNR 29.40 dB is more than 0.5 dB below bspline's 30.00"),
+    ({"piqe": 40.0}, "PIQE 40.00 is not below bspline's 40.00"),
+    ({"edge_sharpness": 0.5}, "edge sharpness 0.500 mm⁻¹ is not above bspline's 0.500"),
+    ({"psnr": 28.0, "piqe": 41.0}, "PSNR 28.00 dB is more than 0.5 dB below bspline's 30.00, "
+                                   "PIQE 41.00 is not below bspline's 40.00"),
+])
+def test_the_perceptual_gate_refuses_a_model_missing_any_criterion_in_one_sentence(
+        candidate, perceptual_scores, model, failure):
+    checkpoint, catalog = candidate
+    perceptual_scores["model"].update({"psnr": 29.9, "piqe": 30.0, "edge_sharpness": 0.7, **model})
+    before = catalog.read_text()
+    with pytest.raises(MedSRError) as refused:
+        publish(str(checkpoint), "clade-x4", "test", "MR", "T1", "brain", ["colin27"], ["thick-4"], catalog,
+                gate="perceptual")
+    assert str(refused.value) == (
+        "The model fails the perceptual gate (on every row PSNR at most 0.5 dB below bspline's, PIQE below it and edge "
+        f"sharpness above it) on colin27 {THICK_4}: {failure}; not published (use --force to publish anyway).")
+    assert catalog.read_text() == before
+    assert [path.name for path in catalog.parent.iterdir()] == ["catalog.json"]

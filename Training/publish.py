@@ -1,17 +1,21 @@
 """Publish a trained checkpoint: score it on the held-out volumes, record the scores in its metadata, ship it.
 
     python -m Training.publish runs/threeplayer-x2-cpu/model.safetensors --name threeplayer-x2 \\
-        --description "…" [--volumes colin27 heudiconv-epi] [--rows isotropic-2] [--catalog MedSRLib/models/catalog.json]
+        --description "…" [--volumes colin27 heudiconv-epi] [--rows isotropic-2] [--gate psnr|perceptual] \\
+        [--catalog MedSRLib/models/catalog.json]
 
 Each (volume, row) goes through the evaluation protocol (docs/protocol.md, ``MedSRLib.evaluation``) with the
 checkpoint's float16 weights (what ships) and with B-spline and Lanczos for comparison. The checkpoint is rewritten
 beside the catalog as ``<name>.safetensors`` with ``metrics.heldout`` filled in (and ``metrics.validation_curve`` from
 the run's ``metrics.jsonl`` when it lies beside the checkpoint, and ``cost``: FLOPs per output voxel at each row's
 scale), and the catalog entry of that name is added or replaced
-(sha256, method, scales or scale range). The catalog lists models in order and a method's default is its first entry at
-a scale, so a re-published model keeps its place. A model that does not beat every interpolation baseline by 0.05 dB
-PSNR on every scored row is refused unless ``--force``: the shipped default of a learned method must be worth choosing
-over interpolation.
+(sha256, method, scales or scale range, the gate it passed). The catalog lists models in order and a method's default is
+its first entry at a scale, so a re-published model keeps its place. A model that fails its gate is refused unless
+``--force``: the shipped default of a learned method must be worth choosing over interpolation. The ``psnr`` gate (the
+default) asks for 0.05 dB PSNR more than every interpolation baseline on every scored row; the ``perceptual`` gate, for
+models whose claim is perceptual (CLADE), asks on every row for PSNR at most 0.5 dB below B-spline's, PIQE below
+B-spline's and edge sharpness above B-spline's (the protocol's no-reference scores, recorded beside PSNR for the model
+and the baselines).
 """
 import argparse
 import json
@@ -20,16 +24,17 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from MedSRLib.engine.cost import flops_per_output_voxel
-from MedSRLib.models.catalog import DEFAULT_CATALOG, list_models
+from MedSRLib.models.catalog import DEFAULT_CATALOG, PUBLISH_GATES, list_models
 from MedSRLib.models.inference_settings import InferenceSettings
 from MedSRLib.nn.registry import build_network
 from MedSRLib.models.checkpoints import load_checkpoint, save_checkpoint
 from MedSRLib.models.scales import ScaleSupport
 from MedSRLib.errors import InputError, MedSRError
-from MedSRLib.evaluation.protocol import Degradation, heldout_volume, markdown_table, reference_table
+from MedSRLib.evaluation.protocol import (Degradation, heldout_volume, markdown_table, no_reference_table,
+                                         reference_table)
 from MedSRLib.files import file_sha256
 
 from .board import CURVE_FILE
@@ -37,15 +42,20 @@ from .board import CURVE_FILE
 BASELINES = ("bspline", "lanczos")
 # The protocol's reproducibility tolerance (docs/protocol.md): a smaller PSNR gain is not a gain.
 MIN_GAIN_DB = 0.05
+# The perceptual gate: the PSNR a model may give up to B-spline for lower PIQE and sharper edges.
+PERCEPTUAL_BASELINE = "bspline"
+PERCEPTUAL_PSNR_MARGIN_DB = 0.5
 MAX_SHIPPED_BYTES = 15 * 2 ** 20
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def score_heldout(checkpoint: str, method: str, volumes: Sequence[str], rows: Sequence[str]) -> Dict[str, dict]:
-    """{volume: {row label: {method: scores}}} for the checkpoint and the interpolation baselines."""
+def score_heldout(checkpoint: str, method: str, volumes: Sequence[str], rows: Sequence[str],
+                  no_reference: bool = False) -> Dict[str, dict]:
+    """{volume: {row label: {method: scores}}} for the checkpoint and the interpolation baselines; ``no_reference``
+    adds the protocol's PIQE and edge sharpness."""
     degradations = [Degradation.from_key(key) for key in rows]
     return {volume: reference_table([*BASELINES, method], degradations, heldout_volume(volume),
-                                    checkpoints={method: checkpoint})
+                                    checkpoints={method: checkpoint}, no_reference=no_reference)
             for volume in volumes}
 
 
@@ -77,13 +87,49 @@ def flops_per_row(state: dict, metadata: dict, rows: Sequence[str]) -> Dict[str,
     return costs
 
 
-def rows_not_beaten(scores: Dict[str, dict], method: str) -> list:
+def rows_not_beaten(scores: Dict[str, dict], method: str) -> List[str]:
     return [f"{volume} {label}" for volume, table in scores.items() for label, row in table.items()
             if any(row[method]["psnr"] < row[baseline]["psnr"] + MIN_GAIN_DB for baseline in BASELINES)]
 
 
+def perceptual_shortfalls(model: dict, baseline: dict) -> List[str]:
+    """The perceptual gate's criteria that one row's scores miss, each with its numbers."""
+    name = PERCEPTUAL_BASELINE
+    missed = []
+    if model["psnr"] < baseline["psnr"] - PERCEPTUAL_PSNR_MARGIN_DB:
+        missed.append(f"PSNR {model['psnr']:.2f} dB is more than {PERCEPTUAL_PSNR_MARGIN_DB} dB below {name}'s "
+                      f"{baseline['psnr']:.2f}")
+    if not model["piqe"] < baseline["piqe"]:
+        missed.append(f"PIQE {model['piqe']:.2f} is not below {name}'s {baseline['piqe']:.2f}")
+    if not model["edge_sharpness"] > baseline["edge_sharpness"]:
+        missed.append(f"edge sharpness {model['edge_sharpness']:.3f} mm⁻¹ is not above {name}'s "
+                      f"{baseline['edge_sharpness']:.3f}")
+    return missed
+
+
+def gate_refusal(scores: Dict[str, dict], method: str, gate: str) -> Optional[str]:
+    """Why ``gate`` refuses the model with these held-out scores ({volume: {row label: {method: scores}}}, with the
+    baselines), in one sentence naming every failing row; None when it passes."""
+    if gate == "psnr":
+        failing = rows_not_beaten(scores, method)
+        return (f"The model does not beat {' and '.join(BASELINES)} by {MIN_GAIN_DB} dB on {', '.join(failing)}"
+                if failing else None)
+    failing = []
+    for volume, table in scores.items():
+        for label, row in table.items():
+            missed = perceptual_shortfalls(row[method], row[PERCEPTUAL_BASELINE])
+            if missed:
+                failing.append(f"{volume} {label}: {', '.join(missed)}")
+    return (f"The model fails the perceptual gate (on every row PSNR at most {PERCEPTUAL_PSNR_MARGIN_DB} dB below "
+            f"{PERCEPTUAL_BASELINE}'s, PIQE below it and edge sharpness above it) on {'; '.join(failing)}"
+            if failing else None)
+
+
 def publish(checkpoint: str, name: str, description: str, modality: str, contrast: str, domain: str,
-            volumes: Sequence[str], rows: Sequence[str], catalog: Path, force: bool = False) -> Dict[str, dict]:
+            volumes: Sequence[str], rows: Sequence[str], catalog: Path, force: bool = False,
+            gate: str = "psnr") -> Dict[str, dict]:
+    if gate not in PUBLISH_GATES:
+        raise InputError(f"Unknown gate '{gate}'; choose {' or '.join(PUBLISH_GATES)}.")
     if not MODEL_NAME.fullmatch(name):
         raise InputError(f"Model name '{name}' must be letters, digits, '.', '_' or '-', starting with a letter or digit.")
     list_models(catalog)  # a missing or malformed catalog is refused before any work
@@ -98,11 +144,10 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
         if candidate.stat().st_size > MAX_SHIPPED_BYTES:
             raise InputError(f"The model is larger than {MAX_SHIPPED_BYTES >> 20} MiB even in float16; not published.")
         # Scored: the float16 weights that ship, not the run's float32 ones.
-        scores = score_heldout(str(candidate), method, volumes, rows)
-        failing = rows_not_beaten(scores, method)
-        if failing and not force:
-            raise InputError(f"The model does not beat {' and '.join(BASELINES)} by {MIN_GAIN_DB} dB on "
-                             f"{', '.join(failing)}; not published (use --force to publish anyway).")
+        scores = score_heldout(str(candidate), method, volumes, rows, no_reference=gate == "perceptual")
+        refusal = gate_refusal(scores, method, gate)
+        if refusal and not force:
+            raise InputError(f"{refusal}; not published (use --force to publish anyway).")
         metadata = {key: value for key, value in metadata.items() if key not in ("weights_sha256", "created")}
         metadata["metrics"] = {**metadata.get("metrics", {}), "heldout": {
             "protocol": "docs/protocol.md (MedSRLib.evaluation)",
@@ -118,7 +163,7 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
 
         document = json.loads(catalog.read_text(encoding="utf-8"))
         entry = {"name": name, "file": shipped.name, "sha256": file_sha256(candidate), "description": description,
-                 "method": method, "modality": modality, "contrast": contrast, "domain": domain,
+                 "method": method, "modality": modality, "contrast": contrast, "domain": domain, "gate": gate,
                  **ScaleSupport.from_document(metadata, checkpoint).to_document()}
         models = document["models"]
         index = next((i for i, model in enumerate(models) if model["name"] == name), len(models))
@@ -142,17 +187,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--volumes", nargs="+", default=["colin27", "heudiconv-epi"])
     parser.add_argument("--rows", nargs="+", default=["isotropic-2"])
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
-    parser.add_argument("--force", action="store_true", help="publish even if it does not beat interpolation")
+    parser.add_argument("--gate", choices=PUBLISH_GATES, default="psnr",
+                        help="what the model must reach: psnr (default), 0.05 dB over B-spline and Lanczos on every "
+                             "row; perceptual, PSNR within 0.5 dB of B-spline's with lower PIQE and sharper edges")
+    parser.add_argument("--force", action="store_true", help="publish even if it fails its gate")
     arguments = parser.parse_args(argv)
     try:
         scores = publish(arguments.checkpoint, arguments.name, arguments.description, arguments.modality,
                          arguments.contrast, arguments.domain, arguments.volumes, arguments.rows, arguments.catalog,
-                         arguments.force)
+                         arguments.force, arguments.gate)
     except MedSRError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     for volume, table in scores.items():
         print(f"{volume}:\n{markdown_table(table)}\n")
+        if arguments.gate == "perceptual":
+            print(f"{volume}, no-reference scores:\n{no_reference_table(table)}\n")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ CATALOG_SCHEMA = 1
 DEFAULT_CATALOG = Path(__file__).resolve().parent / "catalog.json"
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60
+# What a model had to reach on the held-out protocol to be published (Training.publish --gate); the first is the
+# default, and the gate of entries that name none.
+PUBLISH_GATES = ("psnr", "perceptual")
 
 PathLike = Union[str, Path, None]
 
@@ -38,6 +41,7 @@ class CatalogEntry:
     scales: ScaleSupport
     file: Optional[str] = None
     url: Optional[str] = None
+    gate: str = PUBLISH_GATES[0]
 
 
 def catalog_path(path: PathLike = None) -> Path:
@@ -169,7 +173,11 @@ def _parse_entry(item, source: Path) -> CatalogEntry:
     sha256 = item["sha256"].lower()
     if not is_sha256_hex(sha256):
         raise CheckpointError(f"In {where}, model '{label}' has a 'sha256' that is not a SHA-256 hex digest.")
+    gate = item.get("gate", PUBLISH_GATES[0])
+    if gate not in PUBLISH_GATES:
+        raise CheckpointError(f"In {where}, model '{label}' has the gate {gate!r}, not one of "
+                              f"{', '.join(PUBLISH_GATES)}.")
     return CatalogEntry(name=item["name"], sha256=sha256, description=item["description"], method=item["method"],
                         modality=item["modality"], contrast=item["contrast"], domain=item["domain"],
                         scales=ScaleSupport.from_document(item, f"{where}, model '{label}'"),
-                        file=item.get("file"), url=item.get("url"))
+                        file=item.get("file"), url=item.get("url"), gate=gate)
