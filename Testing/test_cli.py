@@ -258,7 +258,8 @@ def test_every_declared_method_option_has_a_flag_whose_help_names_its_methods():
         assert option.cli_flag in arguments[option.name].option_strings
         assert method.name in arguments[option.name].help
     assert arguments["profile"].help.endswith("(smore; default: box)")
-    assert arguments["both_orientations"].help.endswith("(clade, smore; default: clade no, smore yes)")
+    assert arguments["both_orientations"].help.endswith(
+        "(clade, smore, transmrsr; default: clade no, smore yes, transmrsr yes)")
 
 
 def test_the_per_scan_flags_keep_their_spellings():

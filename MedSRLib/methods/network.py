@@ -84,13 +84,19 @@ class NetworkMethod(Method):
             # The interpolated volume, one refined orientation and the running sum, float32.
             settings.require_memory(3 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))),
                                     f"Method '{self.name}'")
-            result = interpolate_and_refine(model, image, scale_xyz, options, model_settings.orientations,
+            result = interpolate_and_refine(model, image, scale_xyz, options,
+                                            self.orientations_to_refine(model_settings, settings),
                                             settings.progress, settings.cancel)
         else:
             network_image, factors = self.network_input(image, scale_xyz, settings)
             result = run_tiled(model, network_image, factors, options, settings.progress, settings.cancel)
         settings.provenance.update(checkpoint=str(source), checkpoint_sha256=sha256)
         return result
+
+    def orientations_to_refine(self, model_settings, settings: RunSettings) -> int:
+        """How many through-plane orientations a 2d-through-plane model refines and averages: the model's setting; a
+        method with an option for it overrides this."""
+        return model_settings.orientations
 
     def _tiling_options(self, model_settings, settings: RunSettings):
         """The engine's TilingOptions for this model: the user's patch and stride, else the model's, else the method's."""
