@@ -63,7 +63,8 @@ def test_tiny_clade_run_lands_on_the_output_grid_and_its_saved_model_reproduces_
     array = ndimage.gaussian_filter(np.random.default_rng(0).random((32, 16, 32)), 1.5).astype(np.float32)
     volume = Volume(array * 100, spacing=(1.0, 2.0, 1.0), origin=(1.0, 2.0, 3.0), direction=OBLIQUE)
     model = tmp_path / "clade.safetensors"
-    result = MedSRLib.super_resolve(volume, "clade", (1, 2, 1), iterations=2, features=4, save_model=str(model))
+    result = MedSRLib.super_resolve(volume, "clade", (1, 2, 1), iterations=2, features=4, from_scratch=True,
+                                    save_model=str(model))
     grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, (1, 2, 1))
     assert result.array.shape == grid.shape == (32, 32, 32)
     np.testing.assert_allclose(result.origin, grid.origin)
@@ -80,7 +81,8 @@ def clade_against_truth():
     truth, thick = thickened_truth(factor=4)
     bspline = MedSRLib.super_resolve(thick, "bspline", (1, 1, 4)).array
     with one_torch_thread():
-        clade = MedSRLib.super_resolve(thick, "clade", (1, 1, 4), iterations=30, features=8, seed=0).array
+        clade = MedSRLib.super_resolve(thick, "clade", (1, 1, 4), iterations=30, features=8, seed=0,
+                                        from_scratch=True).array
     return truth, bspline, clade
 
 
@@ -106,8 +108,85 @@ def test_clade_refuses_isotropic_input_and_bad_options():
     volume = Volume(np.random.default_rng(0).random((12, 20, 24)).astype(np.float32), spacing=(1.0, 1.0, 1.0),
                     origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
     with pytest.raises(InputError, match="isotropic"):
-        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1)
+        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1, from_scratch=True)
     with pytest.raises(InputError, match="features"):
-        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1, force_scale=True, features=1.5)
+        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1, force_scale=True, features=1.5,
+                                from_scratch=True)
     with pytest.raises(InputError, match="needs through-plane and in-plane slices at least"):
-        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1, force_scale=True)
+        MedSRLib.super_resolve(volume, "clade", (1, 1, 2), iterations=1, force_scale=True, from_scratch=True)
+
+
+# --- the shipped (data-set) model -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def shipped_clade(tmp_path, monkeypatch):
+    """A tiny CLADE generator published in a test catalog as a data-set model: thick factors 2–12 along any axis."""
+    import json
+
+    from MedSRLib.files import file_sha256
+    from MedSRLib.models.checkpoints import save_checkpoint
+    torch.manual_seed(0)
+    params = {"features": 4, "blocks": 1}
+    generator = CladeGenerator(**params)
+    with torch.no_grad():
+        generator.output_gain.fill_(0.5)  # away from the identity, so using the model shows in the output
+    path = tmp_path / "clade-test.safetensors"
+    save_checkpoint(path, generator, {
+        "method": "clade", "architecture": {"name": "clade_resnet2d", "params": params},
+        "scale_range": {"min": [1, 1, 2], "max": [1, 1, 12]}, "axes": "2d-through-plane", "patch": [32, 32],
+        "normalisation": {"mode": "percentile", "percentiles": [0.5, 99.5]},
+        "training": {"data": [], "config": {}, "budget": None, "hardware": "none"}, "metrics": {}})
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"schema": 1, "models": [{
+        "name": "clade-test", "file": path.name, "sha256": file_sha256(path), "description": "test", "method": "clade",
+        "modality": "MR", "contrast": "T1", "domain": "test", "scale_range": {"min": [1, 1, 2], "max": [1, 1, 12]}}]}))
+    monkeypatch.setenv("MEDSR_CATALOG", str(catalog))
+    return path
+
+
+def smooth_volume(shape, spacing):
+    from scipy import ndimage
+    array = ndimage.gaussian_filter(np.random.default_rng(0).random(shape), 1.5).astype(np.float32)
+    return Volume(array * 100, spacing=spacing, origin=(1.0, 2.0, 3.0), direction=OBLIQUE)
+
+
+def test_clade_runs_its_shipped_model_by_default_without_training_on_the_scan(shipped_clade):
+    volume = smooth_volume((12, 40, 36), (1.0, 1.0, 3.5))
+    default = MedSRLib.super_resolve(volume, "clade")  # scale "auto": z to the in-plane spacing, ×3.5
+    explicit = MedSRLib.super_resolve(volume, "clade", (1, 1, 3.5), checkpoint=str(shipped_clade))
+    bspline = MedSRLib.super_resolve(volume, "bspline", (1, 1, 3.5))
+    assert default.metadata["checkpoint"] == "clade-test" and "per_scan_training" not in default.metadata
+    np.testing.assert_array_equal(default.array, explicit.array)
+    assert default.array.shape == bspline.array.shape == (42, 40, 36)
+    # The model's refinement, not B-spline as is (measured 0.09 on an intensity range of about 15; float noise < 1e-4).
+    assert np.abs(default.array - bspline.array).mean() > 0.01
+
+
+def test_the_shipped_model_serves_a_thick_x_axis_and_the_output_grid_is_right(shipped_clade):
+    volume = smooth_volume((36, 40, 10), (4.0, 1.0, 1.0))
+    result = MedSRLib.super_resolve(volume, "clade")
+    grid = output_grid(volume.size, volume.spacing, volume.origin, volume.direction, (4, 1, 1))
+    assert result.array.shape == grid.shape == (36, 40, 40)
+    np.testing.assert_allclose(result.spacing, (1.0, 1.0, 1.0))
+    np.testing.assert_allclose(result.origin, grid.origin)
+
+
+def test_fine_tuning_the_shipped_model_trains_it_on_the_scan(shipped_clade):
+    volume = smooth_volume((12, 40, 36), (1.0, 1.0, 3.0))
+    with one_torch_thread():
+        tuned = MedSRLib.super_resolve(volume, "clade", fine_tune=True, iterations=2)
+    shipped = MedSRLib.super_resolve(volume, "clade")
+    assert tuned.metadata["per_scan_training"]["fine_tuned"] is True
+    assert tuned.metadata["per_scan_training"]["iterations"] == 2 and tuned.metadata["checkpoint"] == "clade-test"
+    assert np.abs(tuned.array - shipped.array).max() > 1e-4
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("clade", {"from_scratch": True, "checkpoint": "clade-test"}, "from_scratch=True trains on the scan alone"),
+    ("clade", {"iterations": 5}, "iterations=… only apply to training on the scan; the model 'clade-test' is used"),
+    ("clade", {"save_model": "kept.safetensors"}, "save_model=… only apply"),
+    ("smore", {"fine_tune": True}, "fine_tune=True continues training a model on the scan; give 'smore' a"),
+])
+def test_contradicting_training_options_are_one_sentence(shipped_clade, method, options, message):
+    with pytest.raises(InputError, match=message):
+        MedSRLib.super_resolve(smooth_volume((12, 40, 36), (1.0, 1.0, 3.0)), method, **options)

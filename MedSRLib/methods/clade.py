@@ -1,16 +1,23 @@
-"""CLADE: unpaired through-plane super-resolution learned from the scan itself (CycleGAN with demodulated convs).
+"""CLADE: unpaired through-plane super-resolution (CycleGAN with demodulated convs), trained on a data set of
+anisotropic scans as its paper trains it, and optionally fine-tuned on the scan.
 
-Domain X is 32×32 patches of the through-plane slices of the B-spline-interpolated scan, domain Y patches of its
-in-plane slices. G_X: X → Y is the super-resolution network, G_Y: Y → X learns the degradation; PatchGAN critics
+Domain X is 32×32 patches of the through-plane slices of B-spline-interpolated thick-slice scans, domain Y patches of
+their in-plane slices. G_X: X → Y is the super-resolution network, G_Y: Y → X learns the degradation; PatchGAN critics
 D_X, D_Y judge each domain. Losses (least-squares GAN as in CycleGAN): adversarial + λ_cyc·cycle + λ_id·identity +
 λ_gmap·Sobel gradient mapping of the cycled Y patches, with (1, 1, 5) for MRI and λ_gmap = 10 for CT; Adam 2e-4,
 β1 0.5. G_X then refines the through-plane slices (see ``nn.cyclegan`` and ``per_scan``).
 
-Options: ``budget_seconds`` / ``iterations`` (default 300 s), ``gradient_weight`` (λ_gmap, default 5; 10 for CT),
-``features`` (generator and critic width, default 32; CLADE uses 64), ``both_orientations`` (default False: CLADE
-refines one through-plane orientation), ``save_model``, ``force_scale``, ``seed``. Inference runs on whole slices by
-default (the generator is fully convolutional); ``patch=(32, 32), stride=(12, 12), blend="average"`` is the paper's
-count-map stitching.
+By default the method runs its shipped model (``Training/configs/clade-cpu.yaml``: the training split made into
+thick-slice scans of every kind, no HR ground truth) on the scan's thick axis, whatever the factor in the model's range;
+``fine_tune=True`` first continues training it on the scan (G_Y and the critics start fresh) within the budget. With no
+model in the catalog, or with ``from_scratch=True``, it trains on the scan itself (the per-scan CLADE, which at CPU
+budgets stays at the identity: README).
+
+Options: ``fine_tune``, ``from_scratch``, ``budget_seconds`` / ``iterations`` (per-scan training; default 300 s),
+``gradient_weight`` (λ_gmap, default 5; 10 for CT), ``features`` (width of a network trained from scratch, default 32;
+CLADE uses 64), ``both_orientations`` (default False: CLADE refines one through-plane orientation), ``save_model``,
+``force_scale``, ``seed``. Inference runs on whole slices by default (the generator is fully convolutional); ``patch=(32, 32),
+stride=(12, 12), blend="average"`` is the paper's count-map stitching.
 """
 import itertools
 
@@ -41,9 +48,9 @@ DEFAULT_GRADIENT_WEIGHT = 5.0
 class Clade(PerScanMethod):
     name = "clade"
     description = ("CLADE: CycleGAN with weight-demodulated convs and a Sobel gradient-mapping loss, trained unpaired "
-                   "on the scan's own in-plane vs through-plane patches; any anatomy or contrast; scale = spacing "
-                   "ratio.")
-    options = per_scan_options(both_orientations=False) + (
+                   "on a data set of thick-slice scans (shipped model; fine_tune=True adapts it to the scan); "
+                   "perceptual through-plane SR, any thick factor in the model's range; scale = spacing ratio.")
+    options = per_scan_options(both_orientations=False, ships_models=True) + (
         MethodOption("gradient_weight", "float", "weight of the Sobel gradient-mapping loss; 10 suits CT",
                      default=DEFAULT_GRADIENT_WEIGHT, minimum=0),
         MethodOption("features", "int", "generator and critic width; CLADE's paper uses 64", default=DEFAULT_FEATURES,
@@ -51,13 +58,15 @@ class Clade(PerScanMethod):
     )
     default_budget_seconds = 300.0
     activation_factor = 96.0
+    ships_models = True
 
-    def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
+    def train(self, image, interpolated, plan, options, budget, device, progress, cancel, initial=None):
         import torch
         from torch.nn.functional import l1_loss, mse_loss
 
         from MedSRLib.nn.nets.cyclegan import CladeGenerator, PatchDiscriminator, gradient_mapping_loss
-        from .per_scan.training import PatchSampler, TrainedModel, through_plane_stack, train_with_budget
+        from .per_scan.training import (PatchSampler, TrainedModel, starting_params, through_plane_stack,
+                                        train_with_budget)
 
         gradient_weight, features, seed = float(options["gradient_weight"]), int(options["features"]), options["seed"]
         low_plane = through_plane_stack(interpolated, plan, plan.in_plane_axes[0])
@@ -69,9 +78,11 @@ class Clade(PerScanMethod):
                              f"at least that large, not {low_plane.shape[1]}×{low_plane.shape[2]} and "
                              f"{high_plane.shape[1]}×{high_plane.shape[2]}.")
 
-        params = {"features": features, "blocks": RESIDUAL_BLOCKS}
+        params = starting_params(initial, ARCHITECTURE, "CLADE", {"features": features, "blocks": RESIDUAL_BLOCKS})
         to_high, to_low = (CladeGenerator(**params).to(device).train() for _ in range(2))
-        critic_high, critic_low = (PatchDiscriminator(features).to(device).train() for _ in range(2))
+        if initial is not None:  # fine-tuning: G_X starts from the model, G_Y and the critics from scratch
+            to_high.load_state_dict(initial[0].state_dict())
+        critic_high, critic_low = (PatchDiscriminator(params["features"]).to(device).train() for _ in range(2))
         gains = [to_high.output_gain, to_low.output_gain]
         weights = [parameter for name, parameter in itertools.chain(to_high.named_parameters(),
                                                                     to_low.named_parameters()) if name != "output_gain"]

@@ -38,17 +38,20 @@ class Smore(PerScanMethod):
     default_budget_seconds = None  # a time budget only when the user gives one
     activation_factor = 64.0  # whole slices per window; the network works at a quarter of the row resolution
 
-    def train(self, image, interpolated, plan, options, budget, device, progress, cancel):
+    def train(self, image, interpolated, plan, options, budget, device, progress, cancel, initial=None):
         import torch
 
         from MedSRLib.nn.nets.edsr2d import EDSR2d
         from .per_scan.training import (PatchSampler, TrainedModel, cosine_learning_rate, degraded_pairs,
-                                        train_with_budget)
+                                        starting_params, train_with_budget)
 
         profile, gap_mm = options["profile"], float(options["gap"])
         sampler = PatchSampler(degraded_pairs(image, plan, profile, gap_mm / plan.output_spacing), PATCH,
                                seed=options["seed"])
-        network = EDSR2d(**NETWORK_PARAMS).to(device).train()
+        params = starting_params(initial, ARCHITECTURE, "SMORE", NETWORK_PARAMS)
+        network = EDSR2d(**params).to(device).train()
+        if initial is not None:  # fine-tuning a saved SMORE model on this scan
+            network.load_state_dict(initial[0].state_dict())
         optimizer = torch.optim.Adam(network.parameters(), lr=PEAK_LEARNING_RATE)
 
         def step(spent: float) -> float:
@@ -63,4 +66,4 @@ class Smore(PerScanMethod):
         record = train_with_budget(step, budget, progress, cancel)
         config = {"profile": profile, "gap_mm": gap_mm, "batch": BATCH, "loss": "l1",
                   "optimizer": f"Adam, cosine decay from {PEAK_LEARNING_RATE:g}"}
-        return TrainedModel(network, ARCHITECTURE, dict(NETWORK_PARAMS), sampler.size, config, record)
+        return TrainedModel(network, ARCHITECTURE, params, sampler.size, config, record)

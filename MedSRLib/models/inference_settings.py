@@ -100,8 +100,8 @@ class InferenceSettings:
         scale = tuple(float(factor) for factor in scale_xyz)
         if self.axes == "2d-through-plane":
             if not self.scales.serves_through_plane(scale):
-                raise CheckpointError(f"Checkpoint refines through-plane slices at the thick factors "
-                                      f"{self.scales.describe()} along any one axis, not {format_scale(scale)}.")
+                raise CheckpointError(f"Checkpoint supports the through-plane scales {self.scales.describe()} (that "
+                                      f"thick factor along any one axis), not {format_scale(scale)}.")
             return self
         if self.axes != "2d-in-plane":
             if not self.scales.contains(scale):

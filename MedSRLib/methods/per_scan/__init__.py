@@ -22,22 +22,48 @@ from .plan import PROGRESS_TOTAL, TRAINING_SHARE, Budget, ThroughPlane, per_scan
 class PerScanMethod(Method):
     """Subclasses set ``default_iterations`` (a fixed amount of work) or ``default_budget_seconds``, ``options``
     (``plan.per_scan_options`` and their own), ``default_patch`` / ``default_stride`` (2D, None: whole slices),
-    ``activation_factor``, and implement :meth:`train` (its ``options``: every declared option's value)."""
+    ``activation_factor``, and implement :meth:`train` (its ``options``: every declared option's value).
+    ``ships_models``: the method's default is its catalog model for the scale (trained on a data set, as CLADE's paper
+    trains it), fine-tuned on the scan only when asked; without one in the catalog it trains on the scan from scratch."""
     kind = MethodKind.PER_SCAN
     options = per_scan_options(both_orientations=False)
     default_iterations: Optional[int] = None
     default_budget_seconds = 300.0
     activation_factor = 64.0
+    ships_models = False
 
     def default_scale(self, spacing_xyz, checkpoint=None):
         """"auto": the thick axis made isotropic, the job a per-scan method exists for."""
         return "auto"
 
     def train(self, image: np.ndarray, interpolated: np.ndarray, plan: ThroughPlane, options: dict, budget: Budget,
-              device, progress: Optional[ProgressCallback], cancel):
-        """Train the refinement network on ``image`` (``interpolated``: the scan on the output grid); return a
-        ``per_scan.training.TrainedModel``."""
+              device, progress: Optional[ProgressCallback], cancel, initial=None):
+        """Train the refinement network on ``image`` (``interpolated``: the scan on the output grid), starting from
+        ``initial`` ((network, architecture ``{name, params}``) of a checkpoint to fine-tune) or from scratch; return
+        a ``per_scan.training.TrainedModel``."""
         raise NotImplementedError
+
+    def starting_model(self, scale_xyz, settings: RunSettings, options: dict) -> Optional[str]:
+        """``checkpoint``, else the catalog's model for this scale when the method ships models and ``from_scratch``
+        is not asked for, else None (train on the scan alone)."""
+        from MedSRLib.models.catalog import default_model_for
+        if settings.checkpoint is not None or not self.ships_models or options.get("from_scratch"):
+            return settings.checkpoint
+        entry = default_model_for(self.name, scale_xyz, axes="2d-through-plane")
+        return None if entry is None else entry.name
+
+    def check_training_options(self, source: Optional[str], options: dict) -> None:
+        """One sentence for options that contradict each other, before any work."""
+        if options.get("from_scratch") and source is not None:
+            raise InputError("from_scratch=True trains on the scan alone and takes no checkpoint=….")
+        if options["fine_tune"] and source is None:
+            raise InputError(f"fine_tune=True continues training a model on the scan; give '{self.name}' a "
+                             "checkpoint=… (a saved per-scan model) to fine-tune.")
+        if source is not None and not options["fine_tune"]:
+            given = [f"{name}=…" for name in ("iterations", "budget_seconds", "save_model") if options[name]]
+            if given:
+                raise InputError(f"{' and '.join(given)} only apply to training on the scan; the model "
+                                 f"'{source}' is used as it is unless fine_tune=True.")
 
     def run(self, image, scale_xyz, spacing, settings: RunSettings):
         import torch
@@ -46,40 +72,43 @@ class PerScanMethod(Method):
         from MedSRLib.engine.through_plane import refine_through_plane
         from MedSRLib.files import file_sha256
         from MedSRLib.grid.spline import corner_aligned_resample
-        from MedSRLib.models.checkpoints import CHECKPOINT_SUFFIX
+        from MedSRLib.models.checkpoints import CHECKPOINT_SUFFIX, checkpoint_path
         from .training import load_per_scan_model, save_per_scan_model
 
         options = self.option_values(settings.options)
         plan = plan_through_plane(self.name, image.shape, scale_xyz, spacing, options["force_scale"])
         if options["save_model"] and not str(options["save_model"]).endswith(CHECKPOINT_SUFFIX):
             raise InputError(f"The per-scan model file '{options['save_model']}' must end in {CHECKPOINT_SUFFIX}.")
+        source = self.starting_model(scale_xyz, settings, options)
+        self.check_training_options(source, options)
         # The interpolated volume, one refined orientation and the running sum, float32.
         settings.require_memory(3 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))), f"Method '{self.name}'")
         device = resolve_device(settings.device)
         interpolated = corner_aligned_resample(image, scale_xyz, order=3)
         # Orientations averaged: the option given, else what a reused model was saved with, else the method's default.
         both = settings.options.get("both_orientations")
-        if settings.checkpoint is not None:
-            network, saved = load_per_scan_model(settings.checkpoint, self.name, scale_xyz)
+        network = None
+        if source is not None:
+            network, saved, architecture = load_per_scan_model(source, self.name, scale_xyz)
             if both is None and saved.orientations is not None:
                 both = saved.orientations == 2
+            path = checkpoint_path(source)
+            settings.provenance.update(checkpoint=str(source), checkpoint_sha256=file_sha256(path))
         orientations = 2 if (options["both_orientations"] if both is None else both) else 1
 
-        if settings.checkpoint is not None:
-            settings.provenance.update(checkpoint=str(settings.checkpoint),
-                                       checkpoint_sha256=file_sha256(settings.checkpoint))
-            inference_start = 0
-        else:
+        inference_start = 0
+        if network is None or options["fine_tune"]:
             budget = Budget.from_options(options, self.default_budget_seconds, self.default_iterations)
             torch.manual_seed(options["seed"])
             inference_start = int(PROGRESS_TOTAL * TRAINING_SHARE)
             trained = self.train(image, interpolated, plan, options, budget, device,
-                                 _rescaled(settings.progress, 0, inference_start), settings.cancel)
+                                 _rescaled(settings.progress, 0, inference_start), settings.cancel,
+                                 initial=None if network is None else (network, architecture))
             network = trained.network
             record = trained.record
             settings.provenance.update(per_scan_training={
                 "iterations": record.iterations, "seconds": round(record.seconds, 1), "final_loss": record.final_loss,
-                "device": device.type})
+                "device": device.type, "fine_tuned": source is not None})
             if options["save_model"]:
                 stored = save_per_scan_model(str(options["save_model"]), self.name, trained, plan, scale_xyz, budget,
                                              device, orientations)
@@ -87,7 +116,7 @@ class PerScanMethod(Method):
                                            saved_model_weights_sha256=stored["weights_sha256"])
 
         tiling = self._tiling_options(settings, device.type)
-        return refine_through_plane(network, interpolated, plan.axis, tiling, orientations,
+        return refine_through_plane(network.to(device), interpolated, plan.axis, tiling, orientations,
                                     _rescaled(settings.progress, inference_start, PROGRESS_TOTAL), settings.cancel)
 
     def _tiling_options(self, settings: RunSettings, device: str, slice_axis: int = 0, whole_slice=None):

@@ -18,9 +18,12 @@ PROGRESS_TOTAL = 1000
 TRAINING_SHARE = 0.85
 
 
-def per_scan_options(both_orientations: bool) -> Tuple[MethodOption, ...]:
-    """The options every per-scan method takes, beside its own; ``both_orientations`` is the method's default."""
-    return (
+def per_scan_options(both_orientations: bool, ships_models: bool = False) -> Tuple[MethodOption, ...]:
+    """The options every per-scan method takes, beside its own; ``both_orientations`` is the method's default;
+    ``ships_models``: the method's default is a shipped model, which ``from_scratch`` sets aside."""
+    scratch = (MethodOption("from_scratch", "bool", "set the shipped model aside and train on this scan alone, within "
+                            "the budget", default=False),) if ships_models else ()
+    return scratch + (
         MethodOption("budget_seconds", "float", "training time budget; with an iteration budget too, training stops "
                      "at whichever ends first", minimum=1, unit="s", label="Time budget"),
         MethodOption("iterations", "int", "training iterations", minimum=1),
@@ -30,6 +33,8 @@ def per_scan_options(both_orientations: bool) -> Tuple[MethodOption, ...]:
                      "factor beyond the spacing ratio", default=False),
         MethodOption("both_orientations", "bool", "average the refinements of both through-plane orientations; a "
                      "reused model keeps its own setting unless this is given", default=both_orientations),
+        MethodOption("fine_tune", "bool", "continue training the checkpoint (a saved per-scan model, or the "
+                     "method's shipped model) on this scan within the budget before refining", default=False),
         MethodOption("seed", "int", "seed of the training's random draws", default=0, minimum=0),
     )
 

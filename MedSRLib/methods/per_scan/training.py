@@ -112,6 +112,17 @@ class TrainedModel:
     record: TrainingRecord
 
 
+def starting_params(initial, architecture: str, method_label: str, default_params: dict) -> dict:
+    """The network parameters a per-scan training builds with: ``initial``'s (a (network, architecture) to fine-tune,
+    which must be the method's own architecture) or the method's defaults."""
+    if initial is None:
+        return dict(default_params)
+    if initial[1]["name"] != architecture:
+        raise CheckpointError(f"{method_label} fine-tunes its own network ({architecture}), not a "
+                              f"{initial[1]['name']} model.")
+    return dict(initial[1]["params"])
+
+
 def train_with_budget(step: Callable[[float], float], budget: Budget, progress: Optional[ProgressCallback] = None,
                       cancel: Optional[CancelCheck] = None) -> TrainingRecord:
     """Call ``step(fraction of the budget spent)`` (one iteration; returns its loss) until the budget is spent.
@@ -160,10 +171,11 @@ def save_per_scan_model(path: str, method_name: str, trained: TrainedModel, plan
 
 
 def load_per_scan_model(source: str, method_name: str,
-                        scale_xyz: Sequence[float]) -> Tuple[torch.nn.Module, InferenceSettings]:
-    """A saved per-scan model, checked to be for this method and scale, and its inference settings."""
+                        scale_xyz: Sequence[float]) -> Tuple[torch.nn.Module, InferenceSettings, dict]:
+    """A saved per-scan model or a method's shipped through-plane model (a file or a catalog name), checked to be for
+    this method and scale: (network, inference settings, architecture ``{name, params}``)."""
     network, metadata = load_model(source)
     settings = InferenceSettings.from_metadata(metadata, str(source)).for_run(method_name, scale_xyz)
     if settings.axes != "2d-through-plane":
-        raise CheckpointError(f"Checkpoint '{source}' is not a per-scan through-plane model.")
-    return network, settings
+        raise CheckpointError(f"Checkpoint '{source}' is not a through-plane model.")
+    return network, settings, metadata["architecture"]
