@@ -1,8 +1,6 @@
 """ArSSR: the decoder's query (nearest LR voxel and offset) by hand at a non-integer factor, the Lanczos skip against
 the lanczos method, tiled against untiled output, the checkpoint round trip, and the method end to end through
 ``medsr super-resolve`` at isotropic and per-axis float scales, with out-of-range scales refused."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from MedSRLib.grid.geometry import output_coordinates, output_grid
 from MedSRLib.grid.lanczos import lanczos_weights
 from MedSRLib.models.checkpoints import load_model, save_checkpoint
 from MedSRLib.nn.nets.arssr import ArSSR, nearest_voxel
+from test_cli import medsr
 
 OBLIQUE = (0.8, -0.6, 0.0, 0.6, 0.8, 0.0, 0.0, 0.0, 1.0)
 
@@ -109,10 +108,6 @@ def test_checkpoint_round_trip(checkpoint):
         torch.testing.assert_close(loaded(x, coordinates, torch.tensor([factors])),
                                    network(x, coordinates, torch.tensor([factors])))
 
-
-def medsr(*arguments):
-    return subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", *map(str, arguments)], capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.mark.parametrize("scale, scale_xyz", [("2.4", (2.4, 2.4, 2.4)), ("1,1,3.3", (1.0, 1.0, 3.3))])

@@ -2,8 +2,6 @@
 import gzip
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +10,13 @@ import SimpleITK as sitk
 
 from MedSRLib.apps.batch import MANIFEST_NAME, run_batch
 from MedSRLib.io.volume_files import read_volume
+from test_cli import medsr
 
 GOOD_SCANS = ("a.nii.gz", "b.nrrd", "deeper/c.mha")
 
 
 def medsr_batch(*args):
-    return subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", "batch", *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
+    return medsr("batch", *args)
 
 
 def write_scan(path: Path, seed: int = 0, shape=(6, 7, 8)) -> Path:

@@ -1,7 +1,5 @@
 """MIASSR: the corner-aligned Meta-Upscale projection by hand, Pos2Weight shapes, the filter each output pixel applies,
 and the method end to end through ``medsr super-resolve`` at non-integer in-plane scales."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import torch
 from MedSRLib.grid.geometry import output_positions
 from MedSRLib.models.checkpoints import load_model, save_checkpoint
 from MedSRLib.nn.nets.miassr import MIASSR, Pos2Weight, meta_positions, sample_bicubic
+from test_cli import medsr
 
 
 def coordinates_for(batch, out_shape, factors):
@@ -113,10 +112,6 @@ def test_checkpoint_round_trip(checkpoint):
     for name, tensor in network.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
 
-
-def medsr(*arguments):
-    return subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", *map(str, arguments)], capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_end_to_end_at_a_non_integer_in_plane_scale_and_a_refused_one(checkpoint, tmp_path):

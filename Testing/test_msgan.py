@@ -1,8 +1,6 @@
 """MS-GAN: the two stages' outputs and what stage 2 reads, the untrained Lanczos-skip network against the lanczos
 kernel, the checkpoint round trip, the method end to end through ``medsr super-resolve`` (the in-plane ×4 grid, and
 a scale the model does not serve refused in one sentence), and slices taken along the axis the scale leaves at 1."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import torch
 from MedSRLib.grid.lanczos import lanczos_weights
 from MedSRLib.models.checkpoints import load_model, save_checkpoint
 from MedSRLib.nn.nets.msgan import MSGANGenerator
+from test_cli import medsr
 
 PARAMS = {"features": 8, "blocks": 2, "residual_scale": 0.1, "skip": "lanczos"}
 
@@ -63,10 +62,6 @@ def test_checkpoint_round_trip(checkpoint):
     for name, tensor in network.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
 
-
-def medsr(*arguments):
-    return subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", *map(str, arguments)], capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_end_to_end_in_plane_x4_grid_and_a_refused_scale(checkpoint, tmp_path):

@@ -1,7 +1,5 @@
 """RDST: the shifted-window attention mask of a hand-built 8×8 case, padding to window multiples and back, the output
 shape, a checkpoint round trip, and the method end to end through ``medsr super-resolve`` at in-plane ×4."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from MedSRLib.models.checkpoints import load_model, save_checkpoint
 from MedSRLib.nn.blocks.swin import (SwinLayer, crop_to, pad_to_multiple, shift_regions, shifted_window_mask,
                                      window_partition, window_reverse)
 from MedSRLib.nn.nets.rdst import RDST
+from test_cli import medsr
 
 TINY = {"features": 12, "growth": 6, "blocks": 1, "window": 4, "heads": 2, "upsampler_features": 8, "scale": 4}
 
@@ -97,10 +96,6 @@ def test_checkpoint_round_trip(checkpoint):
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), network(x))
 
-
-def medsr(*arguments):
-    return subprocess.run([sys.executable, "-m", "MedSRLib.apps.cli", *map(str, arguments)], capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_end_to_end_in_plane_x4_and_a_refused_scale(checkpoint, tmp_path):
