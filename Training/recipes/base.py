@@ -19,9 +19,6 @@ from MedSRLib.nn.registry import build_network
 from ..distributed import Distributed
 from ..state import flatten_optimiser, unflatten_optimiser
 
-# Zero-initialised residual gains (see Recipe.adam).
-GAIN_PARAMETER = "output_gain"
-
 
 def set_trainable(network: Optional[torch.nn.Module], trainable: bool) -> None:
     if network is not None:
@@ -66,18 +63,9 @@ class Recipe:
         return network.to(self.dist.device)
 
     def adam(self, *networks: torch.nn.Module) -> torch.optim.Adam:
-        """One Adam over ``networks``; their output gains (parameters named ``output_gain``: a residual generator's
-        scalar that starts at 0, so the untrained network is the identity) learn ``optimiser.gain_lr_factor`` times
-        faster."""
         settings = self.config["optimiser"]
-        named = [(name, parameter) for network in networks for name, parameter in network.named_parameters()]
-        groups = [{"params": [p for name, p in named if not name.endswith(GAIN_PARAMETER)], "lr_factor": 1.0},
-                  {"params": [p for name, p in named if name.endswith(GAIN_PARAMETER)],
-                   "lr_factor": float(settings["gain_lr_factor"])}]
-        groups = [group for group in groups if group["params"]]
-        for group in groups:
-            group["lr"] = settings["lr"] * group["lr_factor"]
-        return torch.optim.Adam(groups, lr=settings["lr"], betas=tuple(settings["betas"]))
+        parameters = [parameter for network in networks for parameter in network.parameters()]
+        return torch.optim.Adam(parameters, lr=settings["lr"], betas=tuple(settings["betas"]))
 
     def learning_rate(self, step: int) -> float:
         """``optimiser.lr`` times ``decay_factor`` for every ``decay_at`` step already reached."""
@@ -90,7 +78,7 @@ class Recipe:
         rate = self.learning_rate(step)
         for optimiser in self.optimisers.values():
             for group in optimiser.param_groups:
-                group["lr"] = rate * group.get("lr_factor", 1.0)
+                group["lr"] = rate
 
     def finish_setup(self) -> None:
         """Wrap every network for DDP and give every optimiser its AMP scaler; call once networks and optimisers

@@ -4,7 +4,9 @@ Generator (Zhu et al.'s c7s1-F, d2F, d4F, ``blocks`` residual blocks, u2F, uF, c
 and every conv demodulated per output channel (StyleGAN2; CLADE's printed equation normalises the whole tensor).
 Two deviations, both for short CPU budgets: the up-sampling layers are nearest-neighbour ×2 followed by a demodulated
 3×3 conv (no transposed conv, so no checkerboard), and the output is the input plus the last conv times a learned gain
-that starts at zero, so the untrained generator is the identity. Sides are padded to a multiple of 4 internally.
+(``initial_gain``, default 0: the untrained generator is the identity; the last conv is demodulated, so the gain alone
+sets the correction's size). A zero gain also zeroes every other weight's gradient, so a long data-set run starts it
+above zero. Sides are padded to a multiple of 4 internally.
 """
 import torch
 from torch import nn
@@ -50,7 +52,7 @@ class DemodulatedResidualBlock(nn.Module):
 class CladeGenerator(nn.Module):
     """(B, 1, H, W) → (B, 1, H, W); ``features`` is the first layer's width (64 in CLADE)."""
 
-    def __init__(self, features: int = 64, blocks: int = 6):
+    def __init__(self, features: int = 64, blocks: int = 6, initial_gain: float = 0.0):
         super().__init__()
         widths = (features, 2 * features, 4 * features)
         self.encoder = nn.Sequential(
@@ -62,7 +64,7 @@ class CladeGenerator(nn.Module):
             nn.Upsample(scale_factor=2), DemodulatedConv2d(widths[2], widths[1], 3), nn.ReLU(inplace=True),
             nn.Upsample(scale_factor=2), DemodulatedConv2d(widths[1], widths[0], 3), nn.ReLU(inplace=True),
             DemodulatedConv2d(widths[0], 1, 7))
-        self.output_gain = nn.Parameter(torch.zeros(1))
+        self.output_gain = nn.Parameter(torch.full((1,), float(initial_gain)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
