@@ -33,6 +33,9 @@ except ModuleNotFoundError:
 LIBRARY_REQUIREMENTS = {"scipy": "scipy", "skimage": "scikit-image", "safetensors": "safetensors>=0.4",
                         "tqdm": "tqdm"}
 DEVICES = ("auto", "cuda", "mps", "cpu")
+# MedSRLib.engine.backends.BACKENDS, spelled out because this module loads before MedSRLib's requirements may be
+# installed (a test checks that the two agree); "openvino" is shown only where the background process can import it.
+BACKENDS = ("auto", "torch", "openvino")
 BLENDS = ("gaussian", "average", "crop-margin")
 # The torch MedSR is tested with, pinned in every install path (pyproject, CI, here); PyTorchUtils picks the CUDA build.
 TORCH_REQUIREMENT = "==2.13.0"
@@ -59,9 +62,9 @@ class MedSR(ScriptedLoadableModule):
         self.parent.helpText = (
             "Super-resolve an MRI or CT volume with interpolation baselines or learned networks (3D patch, 2D slice and "
             "per-scan self-supervised methods). Choose the input, the method and the scale per axis (a model's own "
-            "scale or the thick axis is suggested; a scale you set is kept), then click Super-resolve. The work runs "
-            "in a background process with progress and Cancel; the settings are saved with the scene. The README of "
-            "the MedSR source describes the methods and their measured gains.")
+            "scale or the thick axis is suggested; a scale you set is kept) or a target spacing in mm, then click "
+            "Super-resolve. The work runs in a background process with progress and Cancel; the settings are saved "
+            "with the scene. The README of the MedSR source describes the methods and their measured gains.")
         self.parent.acknowledgementText = (
             "MedSR implements published super-resolution methods (three-player GAN, TransMRSR, MIASSR/RDST, CLADE); "
             "see the README for the references.")
@@ -71,7 +74,8 @@ class MedSR(ScriptedLoadableModule):
 class MedSRParameterNode:
     """Every panel setting. ``method`` is a MedSRLib.apps.panel.MethodChoice key (a method or a catalog model);
     ``suggestedScale`` is the scale the panel last filled in itself ("x,y,z"), so any other scale is the user's;
-    ``methodOptions`` the "Method options" values set, as JSON (MedSRLib.apps.panel.parse_stored_options)."""
+    ``methodOptions`` the "Method options" values set, as JSON (MedSRLib.apps.panel.parse_stored_options);
+    ``targetSpacing`` (mm) replaces the scale when above 0."""
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     method: str = "bspline"
     methodOptions: str = "{}"
@@ -79,11 +83,13 @@ class MedSRParameterNode:
     scaleY: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
     scaleZ: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
     suggestedScale: str = ""
+    targetSpacing: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
     patch: Annotated[int, WithinRange(0, 512)] = 0
     stride: Annotated[int, WithinRange(0, 512)] = 0
     blend: Annotated[str, Choice(BLENDS)] = "gaussian"
     batchSize: Annotated[int, WithinRange(1, 64)] = 4
     device: Annotated[str, Choice(DEVICES)] = "auto"
+    backend: Annotated[str, Choice(BACKENDS)] = "auto"
     compare: bool = True
     bsplineView: bool = False
     nearestDisplay: bool = True
@@ -148,6 +154,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._estimateBasis = None     # the settings the memory estimate is for
         self.memoryWarning = None      # the estimate's warning for _estimateBasis, if any
         self.unavailableDevices = {}   # device → why not, from the last probe
+        self.unavailableBackends = {}  # backend → why not, from the last probe (before one: the optional ones)
         self.probe = None
         self.probeBasis = None         # the settings the running probe estimates
         self.probeTimer = None
@@ -172,8 +179,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = False
             return
 
-        from MedSRLib.apps.panel import method_choices
+        from MedSRLib.apps.panel import method_choices, unavailable_backends
         self.choices = method_choices()
+        self.unavailableBackends = unavailable_backends(None)
         for choice in self.choices:
             self.ui.methodComboBox.addItem(choice.label)
         self.memoryLabel = qt.QLabel("Choose an input volume.")
@@ -242,11 +250,13 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui = self.ui
         self._parameterNodeGuiTag = parameterNode.connectParametersToGui({
             "inputVolume": ui.inputSelector, "scaleX": ui.scaleXSpinBox, "scaleY": ui.scaleYSpinBox,
-            "scaleZ": ui.scaleZSpinBox, "patch": ui.patchSpinBox, "stride": ui.strideSpinBox,
-            "blend": ui.blendComboBox, "batchSize": ui.batchSpinBox, "device": ui.deviceComboBox,
-            "compare": ui.compareCheckBox, "bsplineView": ui.bsplineViewCheckBox,
+            "scaleZ": ui.scaleZSpinBox, "targetSpacing": ui.targetSpacingSpinBox, "patch": ui.patchSpinBox,
+            "stride": ui.strideSpinBox, "blend": ui.blendComboBox, "batchSize": ui.batchSpinBox,
+            "device": ui.deviceComboBox, "backend": ui.backendComboBox, "compare": ui.compareCheckBox,
+            "bsplineView": ui.bsplineViewCheckBox,
             "nearestDisplay": ui.nearestDisplayCheckBox, "referenceVolume": ui.referenceSelector})
-        self.showDeviceAvailability()  # connecting refilled the device list
+        self.showDeviceAvailability()  # connecting refilled the device and backend lists
+        self.showBackendAvailability()
         self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self.onParameterNodeModified()
 
@@ -269,7 +279,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.methodDescriptionLabel.text = choice.description
         if (choice.method, parameters.methodOptions) != self._methodOptionsShown:
             self.showMethodOptions(choice.method)
-        suggestionBasis = (parameters.inputVolume.GetID() if parameters.inputVolume else None, choice.key)
+        suggestionBasis = (parameters.inputVolume.GetID() if parameters.inputVolume else None, choice.key,
+                           parameters.targetSpacing)
         if suggestionBasis != self._suggestionBasis:
             self._suggestionBasis = suggestionBasis
             self.updateScale(choice)
@@ -281,8 +292,10 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateApplyButton()
 
     def updateScale(self, choice):
-        """Show the model's scale or the input's thick-axis guess, unless the user set a scale of their own."""
-        from MedSRLib.apps.panel import format_stored_scale, parse_stored_scale, suggest_scale, update_scale
+        """Show the model's scale or the input's thick-axis guess, unless the user set a scale of their own; a target
+        spacing replaces the scale fields (disabled) and says what scale it gives."""
+        from MedSRLib.apps.panel import (format_stored_scale, parse_stored_scale, suggest_scale,
+                                         target_spacing_note, update_scale)
         parameters = self._parameterNode
         spacing = parameters.inputVolume.GetSpacing() if parameters.inputVolume else None
         update = update_scale(self.scale(), parse_stored_scale(parameters.suggestedScale),
@@ -290,7 +303,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.NodeModify(parameters):
             parameters.scaleX, parameters.scaleY, parameters.scaleZ = update.scale
             parameters.suggestedScale = format_stored_scale(update.suggested)
-        self.ui.thickAxisLabel.text = update.note
+        self.ui.scaleWidget.enabled = parameters.targetSpacing <= 0
+        self.ui.thickAxisLabel.text = update.note if parameters.targetSpacing <= 0 else \
+            target_spacing_note(parameters.targetSpacing, spacing)
 
     def showMethodOptions(self, method):
         """Rebuild the "Method options" fields from ``method``'s declarations, showing the stored values."""
@@ -350,7 +365,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from MedSRLib.apps.panel import run_options
         parameters = self._parameterNode
         return run_options(parameters.patch, parameters.stride, parameters.blend, parameters.batchSize,
-                           parameters.device)
+                           parameters.device, parameters.backend)
 
     def updateApplyButton(self):
         running = self.logic.job is not None and self.logic.job.active
@@ -365,21 +380,23 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if inputVolume is None or inputVolume.GetImageData() is None:
             return None
         return (inputVolume.GetID(), inputVolume.GetImageData().GetDimensions(), self.currentChoice().key,
-                self.scale(), tuple(sorted(self.runOptions().items())))
+                self.scale(), self._parameterNode.targetSpacing, tuple(sorted(self.runOptions().items())))
 
     def startProbe(self):
         """Probe the devices, with the memory estimate of the current settings when there is an input."""
-        from MedSRLib.apps.panel import estimate_request
+        from MedSRLib.apps.panel import estimate_request, run_scale
         from MedSRLib.apps.process import DeviceProbe
         from MedSRLib.errors import MedSRError
         if self.probe is not None:
             self.probe.cancel()
-        basis = self.estimateBasis() if self._parameterNode is not None else None
+        parameters = self._parameterNode
+        basis = self.estimateBasis() if parameters is not None else None
         request = None
-        if basis is not None:
-            shape = tuple(reversed(self._parameterNode.inputVolume.GetImageData().GetDimensions()))
-            request = estimate_request(self.currentChoice(), shape, self.scale(), self.runOptions())
         try:
+            if basis is not None:
+                shape = tuple(reversed(parameters.inputVolume.GetImageData().GetDimensions()))
+                scale = run_scale(self.scale(), parameters.targetSpacing, parameters.inputVolume.GetSpacing())
+                request = estimate_request(self.currentChoice(), shape, scale, self.runOptions())
             self.probe = DeviceProbe(request, python=backgroundPython())
             self.probe.start()
         except (MedSRError, OSError) as error:  # the panel still works; only the estimate is missing
@@ -390,7 +407,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.probeTimer.start()
 
     def pollProbe(self):
-        from MedSRLib.apps.panel import memory_advice, unavailable_devices
+        from MedSRLib.apps.panel import memory_advice, unavailable_backends, unavailable_devices
         if self.probe is None or not self.probe.poll():
             return
         self.probeTimer.stop()
@@ -399,7 +416,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.memoryLabel.text = f"No estimate ({probe.error})."
             return
         self.unavailableDevices = unavailable_devices(probe.report)
+        self.unavailableBackends = unavailable_backends(probe.report)
         self.showDeviceAvailability()
+        self.showBackendAvailability()
         if self.probeBasis is not None and self.probeBasis == self.estimateBasis():
             text, warning = memory_advice(probe.report)
             self._estimateBasis = self.probeBasis
@@ -414,10 +433,16 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             model.item(index).setEnabled(reason is None)
             model.item(index).setToolTip(f"Not available: {reason}." if reason else "")
 
+    def showBackendAvailability(self):
+        """Only the backends the background process can import are listed."""
+        view = self.ui.backendComboBox.view()
+        for index, backend in enumerate(BACKENDS):
+            view.setRowHidden(index, backend in self.unavailableBackends)
+
     # --- running ------------------------------------------------------------------------------------------------
 
     def onApplyButton(self):
-        from MedSRLib.apps.panel import method_run_options, parse_stored_options
+        from MedSRLib.apps.panel import method_run_options, parse_stored_options, scale_or_target_spacing
         from MedSRLib.errors import MedSRError
         if self.logic.job is not None and self.logic.job.active:
             self.logic.job.cancel()
@@ -432,9 +457,10 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.metricsTable.visible = False
         try:
             methodOptions = method_run_options(choice.method, parse_stored_options(parameters.methodOptions))
-            self.logic.startJob(parameters.inputVolume, choice.method, self.scale(), checkpoint=choice.checkpoint,
+            scale, scaleOptions = scale_or_target_spacing(self.scale(), parameters.targetSpacing)
+            self.logic.startJob(parameters.inputVolume, choice.method, scale, checkpoint=choice.checkpoint,
                                 compareBSpline=parameters.compare and parameters.bsplineView, log=self.appendLog,
-                                onUpdate=self.onJobUpdate, **self.runOptions(), **methodOptions)
+                                onUpdate=self.onJobUpdate, **self.runOptions(), **scaleOptions, **methodOptions)
         except MedSRError as error:
             slicer.util.errorDisplay(str(error), windowTitle="MedSR")
 
@@ -511,9 +537,9 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
     def startJob(self, inputNode, method, scale, checkpoint=None, compareBSpline=False, log=None, onUpdate=None,
                  **options):
-        """Start super-resolving ``inputNode`` in a background process and return the
-        ``MedSRLib.apps.mrml.VolumeNodeJob`` at once; a QTimer advances it and calls ``onUpdate(job)`` after each
-        step. On DONE, ``job.resultNodes["result"]`` is the new volume; on CANCELLED or FAILED the scene is as it
+        """Start super-resolving ``inputNode`` in a background process (``scale`` None when ``options`` give a
+        ``target_spacing``) and return the ``MedSRLib.apps.mrml.VolumeNodeJob`` at once; a QTimer advances it and
+        calls ``onUpdate(job)`` after each step. On DONE, ``job.resultNodes["result"]`` is the new volume; on CANCELLED or FAILED the scene is as it
         was and ``job.message`` says why."""
         from MedSRLib.apps.mrml import VolumeNodeJob
         from MedSRLib.errors import MedSRError

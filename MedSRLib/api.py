@@ -65,8 +65,8 @@ def super_resolve(volume: Volume, method: str = "bspline", scale: Optional[Scale
         raise RuntimeError(f"method {method} returned shape {result.shape}, expected {grid.shape}")
 
     metadata = dict(volume.metadata)
-    metadata.update(method=method, scale=list(scale_xyz), medsr_version=__version__,
-                    normalisation=normaliser.to_dict(), checkpoint_sha256=None)
+    metadata.update(method=method, scale=list(scale_xyz), target_spacing=target_spacing, backend=backend,
+                    medsr_version=__version__, normalisation=normaliser.to_dict(), checkpoint_sha256=None)
     metadata.update(settings.provenance)
     array = cast_output(normaliser.inverse(result), output_dtype, volume.array.dtype)
     return Volume(array, grid.spacing, grid.origin, grid.direction, metadata)

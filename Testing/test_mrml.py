@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import types
+import typing
 import unittest
 from pathlib import Path
 
@@ -139,6 +140,9 @@ def test_provenance_attributes_and_name(scene):
     assert result.GetAttribute("MedSR.scale") == "1,1,3"
     assert result.GetAttribute("MedSR.version") == __version__
     assert result.GetAttribute("MedSR.checkpointSHA256") == ""
+    assert result.GetAttribute("MedSR.targetSpacing") == "" and result.GetAttribute("MedSR.backend") == "auto"
+    by_spacing = superResolveVolumeNode(node, "bspline", None, target_spacing=1.5)
+    assert by_spacing.GetAttribute("MedSR.targetSpacing") == "1.5" and by_spacing.GetAttribute("MedSR.scale") == "1,1,2"
     assert superResolveVolumeNode(node, "bspline", "1,1,3").GetName() == "T2 axial bspline x1x1x3_1"
 
 
@@ -221,18 +225,37 @@ class StandInTimer:
                 slot()
 
 
+def scene_backed(settings):
+    """A stand-in for slicer.parameterNodeWrapper: each str, float, int or bool setting of the class becomes a property
+    kept, as Slicer's wrapper keeps it, as a text parameter of the wrapped MRML node (its default while unset); node
+    references are left out."""
+    class Wrapper:
+        def __init__(self, parameterNode):
+            self.parameterNode = parameterNode
+
+    def setting(name, kind, default):
+        def get(self):
+            text = self.parameterNode.GetParameter(name)
+            return default if text == "" else text == "True" if kind is bool else kind(text)
+        return property(get, lambda self, value: self.parameterNode.SetParameter(name, str(value)))
+    for name, kind in typing.get_type_hints(settings).items():
+        if kind in (str, float, int, bool):
+            setattr(Wrapper, name, setting(name, kind, getattr(settings, name)))
+    return Wrapper
+
+
 @pytest.fixture
 def medsr_module(scene, monkeypatch):
     """MedSR/MedSR.py imported against slicer-core with ``scene`` as slicer.mrmlScene. Stand-ins: Qt (a QTimer that
-    slicer.app.processEvents fires) and CTK, the parameter node wrapper (the logic does not use it), the scripted-module base
-    classes (the test class is a unittest.TestCase, as in Slicer), and SampleData, whose "MRHead" is a small oblique
-    volume; PythonSlicer is this Python."""
+    slicer.app.processEvents fires) and CTK, the parameter node wrapper (:func:`scene_backed`), the scripted-module
+    base classes (the test class is a unittest.TestCase, as in Slicer), and SampleData, whose "MRHead" is a small
+    oblique volume; PythonSlicer is this Python."""
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
     scripted.ScriptedLoadableModule = scripted.ScriptedLoadableModuleLogic = type("Base", (), {})
     scripted.ScriptedLoadableModuleWidget = type("Widget", (), {})
     scripted.ScriptedLoadableModuleTest = type("Test", (unittest.TestCase,), {"delayDisplay": lambda self, *a: None})
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.parameterNodeWrapper = scene_backed
     wrapper.Choice = wrapper.WithinRange = lambda *arguments: arguments
     sample_data = types.ModuleType("SampleData")
     sample_data.downloadSample = lambda name: make_input_node(slicer.mrmlScene, (6, 8, 10), (1.0, 1.0, 1.3), name=name)
@@ -280,3 +303,31 @@ def test_the_logic_reports_every_step_and_stops_its_job(medsr_module, scene):
     with pytest.raises(ProcessLookupError):
         os.kill(job.child_pid, 0)
     assert StandInTimer.started == [] and volume_node_count(scene) == 1
+
+
+def test_the_target_spacing_and_backend_are_saved_with_the_scene_and_restored(medsr_module, scene, tmp_path):
+    parameters = medsr_module.MedSRParameterNode(scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "MedSR"))
+    assert (parameters.targetSpacing, parameters.backend) == (0.0, "auto")  # unset: the scale, the measured rule
+    parameters.targetSpacing, parameters.backend = 1.2, "openvino"
+    scene.SetURL(str(tmp_path / "saved.mrml"))
+    assert scene.Commit()
+    restored_scene = slicer.vtkMRMLScene()
+    restored_scene.SetURL(str(tmp_path / "saved.mrml"))
+    assert restored_scene.Connect()
+    restored = medsr_module.MedSRParameterNode(restored_scene.GetFirstNodeByName("MedSR"))
+    assert (restored.targetSpacing, restored.backend) == (1.2, "openvino")
+
+
+def test_the_logic_sends_the_target_spacing_instead_of_the_scale_and_the_backend(medsr_module, scene):
+    """What the Super-resolve button starts when a target spacing is set; the result records both."""
+    node = make_input_node(scene)  # 1 × 1 × 3 mm
+    job = medsr_module.MedSRLogic().startJob(node, "bspline", None, target_spacing=1.0, backend="torch")
+    assert job.request["scale"] is None
+    assert (job.request["options"]["target_spacing"], job.request["options"]["backend"]) == (1.0, "torch")
+    while job.active:
+        slicer.app.processEvents()
+    assert job.state == "done", job.message
+    result = job.resultNodes["result"]
+    assert (result.GetAttribute("MedSR.scale"), result.GetAttribute("MedSR.targetSpacing"),
+            result.GetAttribute("MedSR.backend")) == ("1,1,3", "1", "torch")
+    assert result.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))

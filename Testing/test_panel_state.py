@@ -13,7 +13,8 @@ import pytest
 
 from MedSRLib.apps.panel import (MethodChoice, OptionField, ScaleSuggestion, estimate_request, find_choice,
     format_stored_scale, memory_advice, method_choices, method_run_options, option_fields, parse_stored_options,
-    parse_stored_scale, run_options, store_option, suggest_scale, unavailable_devices, update_scale)
+    parse_stored_scale, run_options, run_scale, scale_or_target_spacing, store_option, suggest_scale,
+    target_spacing_note, unavailable_backends, unavailable_devices, update_scale)
 from MedSRLib.errors import InputError
 from MedSRLib.apps.process import CANCELLED_MESSAGE, JobState
 
@@ -270,8 +271,10 @@ def test_method_choices_and_run_options():
         choice = find_choice(choices, model.name)
         assert (choice.method, choice.checkpoint, choice.scale) == (model.method, model.name, model.scales.default())
     assert not find_choice(choices, "bspline").learned and find_choice(choices, "nope") is None
-    assert run_options(0, 0, "gaussian", 4, "auto") == {"blend": "gaussian", "batch_size": 4, "device": "auto"}
-    options = run_options(32, 24, "average", 2, "cpu")
+    assert run_options(0, 0, "gaussian", 4, "auto", "auto") == {"blend": "gaussian", "batch_size": 4, "device": "auto",
+                                                               "backend": "auto"}
+    options = run_options(32, 24, "average", 2, "cpu", "openvino")
+    assert options["backend"] == "openvino"
     assert (options["patch"], options["stride"]) == (32, 24)
     assert estimate_request(MODEL, (6, 8, 10), (2.0, 2.0, 2.0), options) == {
         "method": "net", "checkpoint": "net-x2", "shape": [6, 8, 10], "scale": [2.0, 2.0, 2.0],
@@ -332,12 +335,16 @@ def test_an_option_declared_once_appears_in_the_command_line_and_the_panel(monke
     assert method_run_options("test-sharpened", {"sharpness": 0.8}) == {"sharpness": 0.8}
 
 
-def probe_report(device, needs, tiled=True, cuda_free=None):
+def probe_report(device, needs, tiled=True, cuda_free=None, openvino=False):
     gib = 2 ** 30
     return {"devices": {"cpu": {"available": True, "free_bytes": 16 * gib, "detail": "the computer's memory"},
                         "cuda": {"available": cuda_free is not None, "free_bytes": cuda_free,
                                  "detail": "not present on this computer"},
                         "mps": {"available": False, "free_bytes": None, "detail": "PyTorch is not installed"}},
+            "backends": {"auto": {"available": True, "detail": "OpenVINO where it pays off, else torch"},
+                         "torch": {"available": True, "detail": "PyTorch, eagerly"},
+                         "openvino": {"available": openvino, "detail": "OpenVINO on the CPU" if openvino else
+                                      "not installed"}},
             "estimate": {"device": device, "needs": {pool: size * gib for pool, size in needs.items()},
                          "tiled": tiled},
             "estimate_error": None}
@@ -365,3 +372,59 @@ def test_the_slicer_module_never_imports_torch():
     source = MODULE_FILE.read_text(encoding="utf-8")
     assert not re.search(r"^\s*(import|from)\s+torch\b|import_module\(\s*['\"]torch|find_spec\(\s*['\"]torch",
                          source, re.MULTILINE)
+
+
+def test_openvino_is_offered_only_where_the_background_process_can_import_it():
+    assert unavailable_backends(None) == {"openvino": "not probed yet"}  # hidden until the first probe answers
+    assert unavailable_backends(probe_report("cpu", {"cpu": 1})) == {"openvino": "not installed"}
+    assert unavailable_backends(probe_report("cpu", {"cpu": 1}, openvino=True)) == {}
+
+
+def test_the_slicer_modules_backend_choices_are_the_engines():
+    """MedSR.py spells them out (it loads before MedSRLib's requirements may be installed); they must not drift."""
+    import ast
+    from MedSRLib.engine.backends import BACKENDS
+    assignment = next(node for node in ast.parse(MODULE_FILE.read_text(encoding="utf-8")).body
+                      if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "BACKENDS")
+    assert ast.literal_eval(assignment.value) == BACKENDS
+
+
+CLINICAL = (0.8, 0.8, 7.2)
+
+
+def test_a_target_spacing_replaces_the_scale():
+    assert scale_or_target_spacing((1.0, 1.0, 3.004), 0.0) == ((1.0, 1.0, 3.0), {})  # 0: unset, the scale fields
+    assert scale_or_target_spacing((1.0, 1.0, 3.0), 1.2) == (None, {"target_spacing": 1.2})
+    assert run_scale((2.0, 2.0, 2.0), 1.2, CLINICAL) == (1.0, 1.0, 6.0)  # for the memory estimate
+    assert run_scale((2.0, 2.0, 2.0), 0.0, CLINICAL) == (2.0, 2.0, 2.0)
+    assert target_spacing_note(1.2, CLINICAL) == "Target spacing 1.2 mm replaces the scale: ×1×1×6 for this input."
+    assert target_spacing_note(1.2, None) == "Target spacing 1.2 mm replaces the scale; choose an input volume."
+    assert target_spacing_note(8.0, CLINICAL) == ("Every axis of this volume (spacing 0.8×0.8×7.2 mm) is already at "
+                                                  "or finer than the target spacing 8 mm.")
+    with pytest.raises(InputError, match="already at or finer"):
+        run_scale((2.0, 2.0, 2.0), 8.0, CLINICAL)
+
+
+@pytest.mark.parametrize("target_spacing", [0.0, 1.0])
+def test_the_job_gets_the_target_spacing_or_the_scale_never_both_and_the_backend(scene, input_node, job_folders,
+                                                                               target_spacing):
+    """As the Super-resolve button composes a run: the scale fields say ×1×1×2, the target spacing 1 mm (×1×1×3 for
+    the 1×1×3 mm input) replaces them when set; the backend goes along and both end in the result's provenance."""
+    scale, scale_options = scale_or_target_spacing((1.0, 1.0, 2.0), target_spacing)
+    options = {**run_options(0, 0, "gaussian", 4, "cpu", "torch"), **scale_options}
+    job = VolumeNodeJob(input_node, "linear", scale, options)
+    if target_spacing:
+        assert job.request["scale"] is None and job.request["options"]["target_spacing"] == 1.0
+    else:
+        assert job.request["scale"] == [1.0, 1.0, 2.0] and "target_spacing" not in job.request["options"]
+    assert job.request["options"]["backend"] == "torch"
+    job.start()
+    poll_while(job, lambda job: True)
+    assert job.state == JobState.DONE, job.message
+    result = job.resultNodes["result"]
+    expected_scale = "1,1,3" if target_spacing else "1,1,2"
+    assert result.GetName() == f"thick linear x{expected_scale.replace(',', 'x')}"
+    assert result.GetAttribute("MedSR.scale") == expected_scale
+    assert result.GetAttribute("MedSR.targetSpacing") == ("1" if target_spacing else "")
+    assert result.GetAttribute("MedSR.backend") == "torch"
+    assert result.GetSpacing() == pytest.approx((1.0, 1.0, 1.0 if target_spacing else 1.5))

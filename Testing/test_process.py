@@ -206,7 +206,8 @@ def test_job_steps_through_its_stages_with_progress(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_device_probe_reports_devices_and_an_estimate():
+def test_device_probe_reports_devices_backends_and_an_estimate():
+    from MedSRLib.engine.backends import backend_availability
     probe = DeviceProbe({"method": "bspline", "shape": [10, 20, 30], "scale": [1, 1, 2], "device": "auto"})
     probe.start()
     while not probe.poll():
@@ -214,6 +215,7 @@ def test_device_probe_reports_devices_and_an_estimate():
     devices, estimate = probe.report["devices"], probe.report["estimate"]
     assert devices["cpu"]["available"] and devices["cpu"]["free_bytes"] > 0
     assert set(devices) == {"cpu", "cuda", "mps"}
+    assert probe.report["backends"] == backend_availability()  # OpenVINO offered where the child can import it
     # Interpolation: the float32 output and the normalised input, in the computer's memory.
     assert estimate == {"device": devices["cuda"]["available"] and "cuda" or "cpu",
                         "needs": {"cpu": 4 * (20 * 20 * 30 + 10 * 20 * 30)}, "tiled": False}

@@ -108,9 +108,12 @@ def _placeBeside(shNode, referenceNode, node) -> None:
 def provenanceAttributes(metadata: dict) -> dict:
     """The node attributes (without prefix) that record how a result was made."""
     scale = metadata.get("scale")
+    target_spacing = metadata.get("target_spacing")
     return {
         "method": metadata.get("method", ""),
         "scale": ",".join(f"{float(v):g}" for v in scale) if scale is not None else "",
+        "targetSpacing": f"{float(target_spacing):g}" if target_spacing is not None else "",
+        "backend": metadata.get("backend", ""),
         "checkpointSHA256": metadata.get("checkpoint_sha256") or "",
         "version": metadata.get("medsr_version", ""),
     }
@@ -133,8 +136,9 @@ def superResolveVolumeNode(inputNode, method: str = "bspline", scale=2, *, outpu
     """
     if superResolve is None:
         from MedSRLib.api import super_resolve as superResolve
-    name = outputName or defaultOutputName(inputNode, method, scale)
     result = superResolve(volumeFromNode(inputNode), method, scale, **options)
+    # The scale the result records (the one a target spacing gave), else the one asked for.
+    name = outputName or defaultOutputName(inputNode, method, result.metadata.get("scale", scale))
     return addVolumeNodeLike(result, inputNode, name, provenanceAttributes(result.metadata))
 
 
@@ -176,8 +180,9 @@ class VolumeNodeJob(SuperResolveJob):
             self.cancel(INPUT_REMOVED_MESSAGE)
 
     def _deliver(self) -> None:
-        names = {RESULT: self.outputName or defaultOutputName(self.inputNode, self.method, self.request["scale"]),
-                 COMPARISON: defaultOutputName(self.inputNode, "bspline", self.request["scale"])}
+        scale = self.results[RESULT].metadata["scale"]  # the scale asked for, or the one a target spacing gave
+        names = {RESULT: self.outputName or defaultOutputName(self.inputNode, self.method, scale),
+                 COMPARISON: defaultOutputName(self.inputNode, "bspline", scale)}
         added = []
         try:
             for output in self.output_names:

@@ -1,5 +1,6 @@
 """What the MedSR panel in 3D Slicer decides, without Qt or Slicer, so CI can test it: the method choices, which scale
-to show, the options of a run, the "Method options" fields, and what to tell about devices and memory.
+to show, the scale or target spacing and the options of a run, the "Method options" fields, and what to tell about
+devices, backends and memory.
 ``MedSR/MedSR.py`` connects these to the widgets and the parameter node; the job itself is
 :class:`MedSRLib.apps.mrml.VolumeNodeJob`.
 """
@@ -7,7 +8,9 @@ import json
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from MedSRLib.grid.geometry import detect_thick_axis, format_scale
+from MedSRLib.engine.backends import OPTIONAL_BACKENDS
+from MedSRLib.errors import InputError
+from MedSRLib.grid.geometry import detect_thick_axis, format_scale, target_spacing_scale
 
 # The scale spin boxes show two decimals; suggestions are rounded alike so that a spin box does not alter them.
 SCALE_DECIMALS = 2
@@ -97,9 +100,36 @@ def update_scale(current: Sequence[float], suggested_before: Optional[Sequence[f
     return ScaleUpdate(suggestion.scale, suggestion.scale, suggestion.reason)
 
 
-def run_options(patch: int, stride: int, blend: str, batch_size: int, device: str) -> dict:
+def scale_or_target_spacing(scale: Sequence[float], target_spacing: float) -> Tuple[Optional[Scale], dict]:
+    """The job's scale and the option that replaces it: the scale fields, or, with a target spacing (mm, above 0;
+    0 leaves it unset), no scale and ``target_spacing``; super_resolve takes one or the other, never both."""
+    if target_spacing > 0:
+        return None, {"target_spacing": float(target_spacing)}
+    return _rounded(scale), {}
+
+
+def run_scale(scale: Sequence[float], target_spacing: float, spacing: Sequence[float]) -> Scale:
+    """The (x, y, z) scale a run will use (for the memory estimate and the note under the scale): the scale fields',
+    or what the target spacing makes of the input's ``spacing`` (InputError when no axis is coarser than it)."""
+    if target_spacing > 0:
+        return _rounded(target_spacing_scale(spacing, target_spacing))
+    return _rounded(scale)
+
+
+def target_spacing_note(target_spacing: float, spacing: Optional[Sequence[float]]) -> str:
+    """What the note under the scale says while a target spacing replaces the scale fields."""
+    if spacing is None:
+        return f"Target spacing {target_spacing:g} mm replaces the scale; choose an input volume."
+    try:
+        scale = run_scale(DEFAULT_SCALE, target_spacing, spacing)
+    except InputError as error:
+        return str(error)
+    return f"Target spacing {target_spacing:g} mm replaces the scale: ×{format_scale(scale)} for this input."
+
+
+def run_options(patch: int, stride: int, blend: str, batch_size: int, device: str, backend: str) -> dict:
     """:func:`MedSRLib.super_resolve` options from the panel's fields; a patch or stride of 0 means the method's."""
-    options = {"blend": blend, "batch_size": batch_size, "device": device}
+    options = {"blend": blend, "batch_size": batch_size, "device": device, "backend": backend}
     if patch > 0:
         options["patch"] = patch
     if stride > 0:
@@ -200,7 +230,19 @@ def estimate_request(choice: MethodChoice, shape_kji: Sequence[int], scale: Sequ
 
 def unavailable_devices(report: dict) -> Dict[str, str]:
     """Device → why it cannot be chosen, from a probe report."""
-    return {name: device["detail"] for name, device in report["devices"].items() if not device["available"]}
+    return _unavailable(report["devices"])
+
+
+def unavailable_backends(report: Optional[dict]) -> Dict[str, str]:
+    """Backend → why it is not offered, from a probe report; before one has come, every backend that needs an
+    optional package, since only the background process can tell whether that package imports."""
+    if report is None:
+        return {name: "not probed yet" for name in OPTIONAL_BACKENDS}
+    return _unavailable(report["backends"])
+
+
+def _unavailable(entries: Dict[str, dict]) -> Dict[str, str]:
+    return {name: entry["detail"] for name, entry in entries.items() if not entry["available"]}
 
 
 def memory_advice(report: Optional[dict]) -> Tuple[str, bool]:

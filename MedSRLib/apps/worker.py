@@ -2,9 +2,10 @@
 
 ``run FOLDER`` super-resolves the job folder's input as its request says (and, if asked, computes the cubic B-spline
 comparison on the same grid), writing the volumes back into the folder. ``probe`` reports the devices torch can use,
-their free memory and, with ``--estimate``, the memory a run would need; it is how the Slicer panel learns about GPUs
-without importing torch into Slicer. Progress, stages and probe reports are protocol lines on stdout; user errors end
-with ``medsr: error: <one sentence>`` on stderr and exit code 2, as in the ``medsr`` command.
+their free memory, the inference backends that can be imported and, with ``--estimate``, the memory a run would
+need; it is how the Slicer panel learns about GPUs and OpenVINO without importing torch into Slicer. Progress,
+stages and probe reports are protocol lines on stdout; user errors end with ``medsr: error: <one sentence>`` on
+stderr and exit code 2, as in the ``medsr`` command.
 
 ``MEDSR_EXTRA_METHODS`` (paths separated by ``os.pathsep``) names Python files to run before anything else, so the
 methods they register exist in this process too (the tests use it for methods that wait or fail on purpose).
@@ -123,7 +124,9 @@ def _tiled_pass(method_name, shape, scale_xyz, checkpoint, patch, stride, batch_
 
 
 def probe(estimate: Optional[dict]) -> dict:
-    report = {"devices": probe_devices(), "estimate": None, "estimate_error": None}
+    from MedSRLib.engine.backends import backend_availability
+    report = {"devices": probe_devices(), "backends": backend_availability(), "estimate": None,
+              "estimate_error": None}
     if estimate is not None:
         device = resolve_device(estimate.pop("device", "auto"), report["devices"])
         try:
@@ -142,7 +145,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m MedSRLib.apps.worker")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the job in FOLDER").add_argument("folder")
-    probe_parser = commands.add_parser("probe", help="report devices, free memory and a run's memory estimate")
+    probe_parser = commands.add_parser("probe", help="report devices, free memory, backends and a run's memory "
+                                                     "estimate")
     probe_parser.add_argument("--estimate", type=json.loads,
                               help='JSON: {"method", "shape" (k, j, i), "scale", "checkpoint", "patch", "stride", '
                                    '"batch_size", "device"}')

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
 
 from MedSRLib.errors import InputError
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # torch is imported where a network runs, not when the librar
     import torch
 
 BACKENDS = ("auto", "torch", "openvino")
+# Backends that need an optional package (whether it is importable is for a process that may import it to tell).
+OPTIONAL_BACKENDS = ("openvino",)
 # auto converts (tens of seconds, once) only for outputs of at least a 128³ input at ×2, where the first run already
 # saves more than the conversion costs (measured: see the module docstring).
 AUTO_MIN_OUTPUT_VOXELS = 256 ** 3
@@ -58,6 +60,16 @@ def openvino_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def backend_availability() -> Dict[str, dict]:
+    """``{backend: {"available", "detail"}}``, as the background process reports it to the Slicer panel (importing
+    OpenVINO, never torch)."""
+    openvino = openvino_available()
+    return {"auto": {"available": True, "detail": "OpenVINO where it is installed and pays off, else torch"},
+            "torch": {"available": True, "detail": "PyTorch, eagerly"},
+            "openvino": {"available": openvino,
+                         "detail": "OpenVINO on the CPU" if openvino else f"not installed ({OPENVINO_EXTRA})"}}
 
 
 def check_backend(name: str) -> None:
