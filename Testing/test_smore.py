@@ -164,6 +164,46 @@ def test_smores_default_is_a_fixed_amount_of_work_and_a_time_budget_only_when_as
     assert Budget.from_options({}, 300.0) == Budget(seconds=300.0)  # methods without a default amount of work
 
 
+def test_a_time_budget_stops_training_before_one_more_iteration_would_overrun_it():
+    import time
+    record = train_with_budget(lambda fraction: time.sleep(0.2) or 0.0, Budget(seconds=0.9))
+    # 4 iterations take 0.8 s; a fifth would end at 1.0 s, past the budget, so it is not started.
+    assert record.iterations <= 4 and record.seconds <= 0.9
+
+
+def test_a_whole_run_time_budget_leaves_training_the_rest_or_names_the_smallest_budget():
+    run = Budget(seconds=10.0, iterations=50, run_started=100.0, reserved_seconds=2.5)
+    # 1.5 s spent before training and 2.5 s reserved for the refinement leave 6 s; the iteration limit stays.
+    assert run.for_training_from(101.5) == Budget(seconds=6.0, iterations=50)
+    assert Budget(seconds=10.0).for_training_from(101.5) == Budget(seconds=10.0)  # a budget of the training alone
+    with pytest.raises(InputError, match=r"^A time budget of 10 s leaves no time to train on this scan: .* take "
+                                         r"about 9\.5 s here, so give budget_seconds=… of at least 11 s, or no time "
+                                         r"budget\.$"):
+        run.for_training_from(107.0)  # less than a tenth of the budget would be left
+
+
+def test_a_time_budget_bounds_the_whole_run():
+    """Interpolation, training data, training and the through-plane refinement together stay within the budget.
+    Allowance: the refinement is estimated from batches timed before training, and on a shared machine the load can
+    change between then and the refinement (measured under load: estimates 0.55-1.8× the refinement's time, which
+    takes about 0.5-1 s here), plus the work outside the method (normalisation, output cast: well under 0.1 s); so
+    1 s. Before the budget covered the whole run, such calls took 1.7-2× the budget. A first SMORE run in the process
+    pays one-off imports (torch's optimiser pulls in torch._dynamo: 2-5 s under load) that a budget this small could
+    not absorb; they count against a real run's budget too, but are paid here first so that a spike in them cannot
+    make the budget too small to train."""
+    import time
+    budget = 10.0
+    _, thick = thickened_truth(factor=4, size=48)
+    with one_torch_thread():
+        MedSRLib.super_resolve(thick, "smore", iterations=1)
+        started = time.perf_counter()
+        result = MedSRLib.super_resolve(thick, "smore", budget_seconds=budget)
+    took = time.perf_counter() - started
+    training = result.metadata["per_scan_training"]
+    assert took <= 1.05 * budget + 1.0, training
+    assert training["iterations"] > 0 and training["refinement_seconds_estimated"] > 0
+
+
 def test_a_rerun_with_the_same_seed_gives_the_same_volume():
     volume = thick_volume()
     first, second = (MedSRLib.super_resolve(volume, "smore", (1, 1, 3), iterations=3) for _ in range(2))

@@ -5,6 +5,7 @@ Any same-size 2D slice network can run this way (per-scan SMORE / CLADE, pretrai
 network always sees slices whose rows run along the thick (degraded) axis: for an orientation whose thick axis would
 be the columns, the slices are transposed on the way in and back on the way out.
 """
+import time
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -14,7 +15,15 @@ from MedSRLib.errors import InputError
 from MedSRLib.grid.geometry import array_factors
 from MedSRLib.grid.spline import corner_aligned_resample
 from MedSRLib.progress import CancelCheck, ProgressCallback
-from .tiling import TilingOptions, run_tiled
+from .backends import inference_forward
+from .devices import resolve_device
+from .tiling import TilingOptions, computed_output_voxels, run_tiled
+
+
+# estimate_refinement_seconds times batches for this long, and at least this many (never more than the whole pass
+# has); their median resists a moment when other processes take the CPU.
+TIMING_SECONDS = 0.25
+MIN_TIMED_BATCHES = 3
 
 
 class DegradedAxisFirst(torch.nn.Module):
@@ -56,11 +65,7 @@ def refine_through_plane(network: torch.nn.Module, interpolated: np.ndarray, thi
     slice_axes = in_plane_axes(thick_axis)[:orientations]
     result = None
     for index, slice_axis in enumerate(slice_axes):
-        other_in_plane = next(axis for axis in in_plane_axes(thick_axis) if axis != slice_axis)
-        model = network if thick_axis < other_in_plane else DegradedAxisFirst(network)
-        whole_slice = tuple(interpolated.shape[axis] for axis in range(3) if axis != slice_axis)
-        orientation_options = TilingOptions(**{**options.__dict__, "mode": "2d", "slice_axis": slice_axis,
-                                               "patch": options.patch or whole_slice})
+        model, orientation_options = _orientation(network, interpolated.shape, thick_axis, slice_axis, options)
 
         def orientation_progress(done, total, index=index):
             if progress is not None:
@@ -68,6 +73,52 @@ def refine_through_plane(network: torch.nn.Module, interpolated: np.ndarray, thi
         refined = run_tiled(model, interpolated, (1, 1, 1), orientation_options, orientation_progress, cancel)
         result = refined if result is None else result + refined
     return result / len(slice_axes) if len(slice_axes) > 1 else result
+
+
+def _orientation(network: torch.nn.Module, shape: Sequence[int], thick_axis: int, slice_axis: int,
+                 options: TilingOptions) -> Tuple[torch.nn.Module, TilingOptions]:
+    """The network and tiling that refine the slices along ``slice_axis`` (whole slices unless a patch is given)."""
+    other_in_plane = next(axis for axis in in_plane_axes(thick_axis) if axis != slice_axis)
+    model = network if thick_axis < other_in_plane else DegradedAxisFirst(network)
+    whole_slice = tuple(shape[axis] for axis in range(3) if axis != slice_axis)
+    return model, TilingOptions(**{**options.__dict__, "mode": "2d", "slice_axis": slice_axis,
+                                   "patch": options.patch or whole_slice})
+
+
+def estimate_refinement_seconds(network: torch.nn.Module, interpolated: np.ndarray, thick_axis: int,
+                                options: TilingOptions, orientations: int = 1) -> float:
+    """Seconds :func:`refine_through_plane` will take with the same arguments: the network's time on one batch of the
+    first orientation's windows (its first slices, cut to the patch; run by the engine's backend once untimed, then
+    timed MIN_TIMED_BATCHES times or for TIMING_SECONDS: the median), scaled by the output voxels the windows of
+    every orientation compute; batching and stitching cost little beside the network. The weights do not matter, so
+    an untrained network of the same architecture gives the estimate before training (its measured accuracy: see
+    the per-scan methods' docstring)."""
+    slice_axes = in_plane_axes(thick_axis)[:orientations]
+    total_voxels = sum(computed_output_voxels(interpolated.shape, (1, 1, 1),
+                                              _orientation(network, interpolated.shape, thick_axis, axis, options)[1])
+                       for axis in slice_axes)
+    model, first = _orientation(network, interpolated.shape, thick_axis, slice_axes[0], options)
+    slices = np.moveaxis(interpolated, slice_axes[0], 0)
+    window = np.minimum(slices.shape[1:], np.broadcast_to(first.patch, 2))
+    count = min(first.batch_size, len(slices))
+    device = resolve_device(first.device)
+    batch = torch.from_numpy(np.ascontiguousarray(slices[:count, :window[0], :window[1]], dtype=np.float32))
+    batch = batch[:, None].to(device)
+    # What the engine will run (the backend chosen as it chooses it), once untimed: a first call pays one-off set-up
+    # (a backend's import, kernels for the batch shape) that the pass after training no longer pays.
+    forward = inference_forward(model.eval().to(device), first.backend, device, tuple(int(n) for n in window),
+                                int(np.prod(interpolated.shape)), first.model_key)
+    with torch.inference_mode():
+        forward(batch)
+        seconds, started = [], time.perf_counter()
+        while not seconds or (len(seconds) * batch.numel() < total_voxels and (
+                len(seconds) < MIN_TIMED_BATCHES or time.perf_counter() - started < TIMING_SECONDS)):
+            batch_started = time.perf_counter()
+            forward(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds.append(time.perf_counter() - batch_started)
+    return float(np.median(seconds)) * total_voxels / batch.numel()
 
 
 def interpolate_and_refine(network: torch.nn.Module, image: np.ndarray, scale_xyz: Sequence[float],

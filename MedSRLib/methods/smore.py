@@ -4,9 +4,11 @@ Training pairs come from the scan's own in-plane slices, degraded along one in-p
 profile and interpolated back (``per_scan.training.degraded_pairs``); an EDSR-like 2D network (``nn.nets.edsr2d``) learns to undo
 that with an L1 loss, and then refines the through-plane slices of the B-spline-interpolated scan.
 
-Options (``super_resolve(..., **options)``): ``iterations`` / ``budget_seconds`` (training budget, whichever ends
-first; default 3000 iterations, seeded, so the result does not depend on how busy the machine is: 336 s in all for
-Colin27 thick ×4 on 2 cores, +3.3 dB over B-spline), ``profile`` ("box" or "gaussian" of FWHM = slice thickness), ``gap`` (mm between slices),
+Options (``super_resolve(..., **options)``): ``iterations`` (training iterations; default 3000, seeded, so the result
+does not depend on how busy the machine is: 336 s in all for Colin27 thick ×4 on 2 cores, +3.3 dB over B-spline),
+``budget_seconds`` (an optional cap on the whole run, interpolation and through-plane refinement included: training
+gets what is left after the refinement's timed estimate; with ``iterations`` too, training stops at whichever ends
+first), ``profile`` ("box" or "gaussian" of FWHM = slice thickness), ``gap`` (mm between slices),
 ``both_orientations`` (average both through-plane orientations, default True), ``save_model`` (a .safetensors path),
 ``force_scale`` (trust the scale over the spacing), ``seed``.
 """
@@ -37,6 +39,10 @@ class Smore(PerScanMethod):
     default_iterations = 3000
     default_budget_seconds = None  # a time budget only when the user gives one
     activation_factor = 64.0  # whole slices per window; the network works at a quarter of the row resolution
+
+    def untrained_network(self, options):
+        from MedSRLib.nn.nets.edsr2d import EDSR2d
+        return EDSR2d(**NETWORK_PARAMS)
 
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel, initial=None):
         import torch

@@ -7,6 +7,8 @@ shared ``run`` — check the input, train within a budget (or reuse a saved mode
 and each method supplies its network and training step (``train``). The training helpers are in
 ``per_scan.training`` (torch), imported only when a per-scan method runs.
 """
+import time
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -18,13 +20,23 @@ from ..base import Method, MethodKind, RunSettings
 from .plan import PROGRESS_TOTAL, TRAINING_SHARE, Budget, ThroughPlane, per_scan_options, plan_through_plane
 
 
-
 class PerScanMethod(Method):
     """Subclasses set ``default_iterations`` (a fixed amount of work) or ``default_budget_seconds``, ``options``
     (``plan.per_scan_options`` and their own), ``default_patch`` / ``default_stride`` (2D, None: whole slices),
-    ``activation_factor``, and implement :meth:`train` (its ``options``: every declared option's value).
+    ``activation_factor``, and implement :meth:`train` (its ``options``: every declared option's value) and
+    :meth:`untrained_network`.
     ``ships_models``: the method's default is its catalog model for the scale (trained on a data set, as CLADE's paper
-    trains it), fine-tuned on the scan only when asked; without one in the catalog it trains on the scan from scratch."""
+    trains it), fine-tuned on the scan only when asked; without one in the catalog it trains on the scan from scratch.
+
+    A time budget (``budget_seconds``, or the method's ``default_budget_seconds``) bounds the whole run: the
+    interpolation and the training data come out of it, and before training starts the through-plane refinement is
+    timed on batches of slices of the real size (``engine.through_plane.estimate_refinement_seconds``) and reserved,
+    so training gets the rest, and stops before an iteration would end past it. A budget that would leave training
+    less than a tenth of it is refused with the smallest budget that would do. On the shared 2-core machine (load
+    average 3–4) whole SMORE runs took 0.89–1.08× budgets of 8–30 s (before: 1.74–1.97×) and the refinement
+    0.4–1.4× its estimate (README, per-scan section). A method whose :meth:`untrained_network` is
+    None (CLADE trained from scratch) reserves nothing, so its refinement comes on top. An iteration budget (SMORE's
+    default) is a fixed amount of work and bounds only the training."""
     kind = MethodKind.PER_SCAN
     options = per_scan_options(both_orientations=False)
     default_iterations: Optional[int] = None
@@ -42,6 +54,12 @@ class PerScanMethod(Method):
         ``initial`` ((network, architecture ``{name, params}``) of a checkpoint to fine-tune) or from scratch; return
         a ``per_scan.training.TrainedModel``."""
         raise NotImplementedError
+
+    def untrained_network(self, options: dict):
+        """The network :meth:`train` builds when it starts from scratch (its weights untrained), for timing the
+        refinement before training; None where a method does not give it, and then a time budget reserves nothing
+        for the refinement (it still covers everything before it)."""
+        return None
 
     def starting_model(self, scale_xyz, settings: RunSettings, options: dict) -> Optional[str]:
         """``checkpoint``, else the catalog's model for this scale when the method ships models and ``from_scratch``
@@ -69,12 +87,13 @@ class PerScanMethod(Method):
         import torch
 
         from MedSRLib.engine.devices import resolve_device
-        from MedSRLib.engine.through_plane import refine_through_plane
+        from MedSRLib.engine.through_plane import estimate_refinement_seconds, refine_through_plane
         from MedSRLib.files import file_sha256
         from MedSRLib.grid.spline import corner_aligned_resample
         from MedSRLib.models.checkpoints import CHECKPOINT_SUFFIX, checkpoint_path
         from .training import load_per_scan_model, save_per_scan_model
 
+        started = time.perf_counter()  # a time budget counts from here
         options = self.option_values(settings.options)
         plan = plan_through_plane(self.name, image.shape, scale_xyz, spacing, options["force_scale"])
         if options["save_model"] and not str(options["save_model"]).endswith(CHECKPOINT_SUFFIX):
@@ -96,9 +115,16 @@ class PerScanMethod(Method):
             settings.provenance.update(checkpoint=str(source), checkpoint_sha256=file_sha256(path))
         orientations = 2 if (options["both_orientations"] if both is None else both) else 1
 
-        inference_start = 0
+        tiling = self._tiling_options(settings, device.type)
+        inference_start, refinement_estimate = 0, None
         if network is None or options["fine_tune"]:
             budget = Budget.from_options(options, self.default_budget_seconds, self.default_iterations)
+            if budget.seconds is not None:
+                timed = network if network is not None else self.untrained_network(options)
+                if timed is not None:
+                    refinement_estimate = estimate_refinement_seconds(timed, interpolated, plan.axis, tiling,
+                                                                      orientations)
+                budget = replace(budget, run_started=started, reserved_seconds=refinement_estimate or 0.0)
             torch.manual_seed(options["seed"])
             inference_start = int(PROGRESS_TOTAL * TRAINING_SHARE)
             trained = self.train(image, interpolated, plan, options, budget, device,
@@ -115,9 +141,14 @@ class PerScanMethod(Method):
                 settings.provenance.update(saved_model=str(options["save_model"]),
                                            saved_model_weights_sha256=stored["weights_sha256"])
 
-        tiling = self._tiling_options(settings, device.type)
-        return refine_through_plane(network.to(device), interpolated, plan.axis, tiling, orientations,
-                                    _rescaled(settings.progress, inference_start, PROGRESS_TOTAL), settings.cancel)
+        refinement_started = time.perf_counter()
+        result = refine_through_plane(network.to(device), interpolated, plan.axis, tiling, orientations,
+                                      _rescaled(settings.progress, inference_start, PROGRESS_TOTAL), settings.cancel)
+        if refinement_estimate is not None:
+            settings.provenance["per_scan_training"].update(
+                refinement_seconds_estimated=round(refinement_estimate, 2),
+                refinement_seconds=round(time.perf_counter() - refinement_started, 2))
+        return result
 
     def _tiling_options(self, settings: RunSettings, device: str, slice_axis: int = 0, whole_slice=None):
         from MedSRLib.engine.tiling import TilingOptions

@@ -16,6 +16,8 @@ AXIS_NAMES = "zyx"  # array axis k, j, i
 # Progress is reported in thousandths of the whole job; training takes this share.
 PROGRESS_TOTAL = 1000
 TRAINING_SHARE = 0.85
+# A time budget must leave training at least this share of it, or the run is refused before it trains.
+MIN_TRAINING_SHARE = 0.1
 
 
 def per_scan_options(both_orientations: bool, ships_models: bool = False) -> Tuple[MethodOption, ...]:
@@ -24,8 +26,9 @@ def per_scan_options(both_orientations: bool, ships_models: bool = False) -> Tup
     scratch = (MethodOption("from_scratch", "bool", "set the shipped model aside and train on this scan alone, within "
                             "the budget", default=False),) if ships_models else ()
     return scratch + (
-        MethodOption("budget_seconds", "float", "training time budget; with an iteration budget too, training stops "
-                     "at whichever ends first", minimum=1, unit="s", label="Time budget"),
+        MethodOption("budget_seconds", "float", "time budget of the whole run: interpolation, training and "
+                     "refinement; training gets what is left and, with an iteration budget too, stops at whichever "
+                     "ends first", minimum=1, unit="s", label="Time budget"),
         MethodOption("iterations", "int", "training iterations", minimum=1),
         MethodOption("save_model", "path", "keep the model trained on this scan in this .safetensors file, to reuse "
                      "as the checkpoint"),
@@ -98,9 +101,15 @@ def plan_through_plane(method_name: str, shape: Sequence[int], scale_xyz: Sequen
 
 @dataclass(frozen=True)
 class Budget:
-    """Training stops at whichever limit comes first; at least one is set."""
+    """Training stops at whichever limit comes first; at least one is set.
+
+    A time budget bounds the whole run, not only the training: ``run_started`` is the run's start
+    (``time.perf_counter()``) and ``reserved_seconds`` the estimated time of the work after training (the
+    through-plane refinement), so the training loop gets what is left when it starts (:meth:`for_training_from`)."""
     seconds: Optional[float] = None
     iterations: Optional[int] = None
+    run_started: Optional[float] = None
+    reserved_seconds: float = 0.0
 
     def used(self, iterations: int, seconds: float) -> float:
         """The fraction of the budget spent (≥ 1: stop)."""
@@ -123,6 +132,22 @@ class Budget:
             else:
                 seconds = default_seconds
         return cls(seconds=None if seconds is None else float(seconds), iterations=iterations)
+
+    def for_training_from(self, now: float) -> "Budget":
+        """The budget of a training loop that starts at ``now`` (``time.perf_counter()``): a whole-run time budget
+        less the time spent since the run started and the reserved time; InputError, naming the smallest budget that
+        would do, when that leaves less than MIN_TRAINING_SHARE of the budget to train."""
+        if self.seconds is None or self.run_started is None:
+            return self
+        other_work = now - self.run_started + self.reserved_seconds
+        left = self.seconds - other_work
+        if left < MIN_TRAINING_SHARE * self.seconds:
+            smallest = math.ceil(other_work / (1 - MIN_TRAINING_SHARE))
+            raise InputError(f"A time budget of {self.seconds:g} s leaves no time to train on this scan: interpolating "
+                             f"it, preparing the training data and refining its through-plane slices take about "
+                             f"{other_work:.1f} s here, so give budget_seconds=… of at least {smallest} s, or no time "
+                             "budget.")
+        return Budget(seconds=left, iterations=self.iterations)
 
     def to_dict(self) -> dict:
         return {"seconds": self.seconds, "iterations": self.iterations}

@@ -127,17 +127,22 @@ def train_with_budget(step: Callable[[float], float], budget: Budget, progress: 
                       cancel: Optional[CancelCheck] = None) -> TrainingRecord:
     """Call ``step(fraction of the budget spent)`` (one iteration; returns its loss) until the budget is spent.
 
-    Progress goes 0 … PROGRESS_TOTAL; ``cancel`` is checked after every iteration.
+    Progress goes 0 … PROGRESS_TOTAL; ``cancel`` is checked after every iteration. A time budget for the whole run
+    leaves the loop what the run has not spent or reserved (``Budget.for_training_from``), and the loop stops
+    when one more iteration, as long as the last one, would end past it.
     """
     started = time.perf_counter()
-    iterations, losses = 0, []
+    budget = budget.for_training_from(started)
+    iterations, losses, step_seconds = 0, [], 0.0
     report(0, PROGRESS_TOTAL, progress, cancel)
     while True:
-        spent = budget.used(iterations, time.perf_counter() - started)
-        if spent >= 1:
+        step_started = time.perf_counter()
+        if budget.used(iterations + 1, step_started - started + step_seconds) > 1:
             break
+        spent = budget.used(iterations, step_started - started)
         losses.append(step(spent))
         iterations += 1
+        step_seconds = time.perf_counter() - step_started
         report(min(PROGRESS_TOTAL, int(PROGRESS_TOTAL * spent)), PROGRESS_TOTAL, progress, cancel)
     # The mean over the last few iterations: one batch's loss is noisy.
     return TrainingRecord(iterations, time.perf_counter() - started, float(np.mean(losses[-20:])))
