@@ -98,7 +98,7 @@ def main(argv=None):
     parser.add_argument("--scales", nargs="*", type=int, default=[2, 4, 6],
                         help="Colin27 thick-slice factors (none: only the ITK T1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--budget-seconds", type=float, help="training budget per run (default: each method's)")
+    parser.add_argument("--budget-seconds", type=float, help="time budget of each whole run (default: each method's)")
     parser.add_argument("--iterations", type=int, help="training iterations per run")
     parser.add_argument("--skip-itk", action="store_true", help="leave out the ITK T1 no-reference scores")
     parser.add_argument("--json", help="also write all numbers to this file")
