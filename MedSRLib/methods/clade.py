@@ -60,6 +60,10 @@ class Clade(PerScanMethod):
     activation_factor = 96.0
     ships_models = True
 
+    def untrained_network(self, options):
+        from MedSRLib.nn.nets.cyclegan import CladeGenerator
+        return CladeGenerator(features=int(options["features"]), blocks=RESIDUAL_BLOCKS)
+
     def train(self, image, interpolated, plan, options, budget, device, progress, cancel, initial=None):
         import torch
         from torch.nn.functional import l1_loss, mse_loss
