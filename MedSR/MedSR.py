@@ -39,10 +39,9 @@ BACKENDS = ("auto", "torch", "openvino")
 BLENDS = ("gaussian", "average", "crop-margin")
 # The torch MedSR is tested with, pinned in every install path (pyproject, CI, here); PyTorchUtils picks the CUDA build.
 TORCH_REQUIREMENT = "==2.13.0"
-METRIC_ROWS = (("psnr", "PSNR (dB)"), ("psnr_foreground", "PSNR foreground (dB)"), ("ssim", "SSIM"),
-               ("nrmse", "NRMSE"))
 COMPARE_LAYOUT_ID = 50721  # any number unused by Slicer's built-in layouts
-COMPARE_VIEW_NAMES = ("Red", "Yellow", "Green")
+# Input, B-spline, result, difference: at most four views; "Slice4" is Slicer's name for a fourth slice view.
+COMPARE_VIEW_NAMES = ("Red", "Yellow", "Green", "Slice4")
 # The slice orientation that shows a thick axis (dominant RAS axis R, A or S) in-plane, so its gain is visible.
 ORIENTATION_SHOWING_AXIS = ("Axial", "Sagittal", "Coronal")
 JOB_POLL_INTERVAL_MS = 20
@@ -64,7 +63,9 @@ class MedSR(ScriptedLoadableModule):
             "per-scan self-supervised methods). Choose the input, the method and the scale per axis (a model's own "
             "scale or the thick axis is suggested; a scale you set is kept) or a target spacing in mm, then click "
             "Super-resolve. The work runs in a background process with progress and Cancel; the settings are saved "
-            "with the scene. The README of the MedSR source describes the methods and their measured gains.")
+            "with the scene. The compare view can add the difference to cubic B-spline, zoom every view together "
+            "and, given a reference on the result's grid, a table of PSNR, SSIM and NRMSE. The README of the MedSR "
+            "source describes the methods and their measured gains.")
         self.parent.acknowledgementText = (
             "MedSR implements published super-resolution methods (three-player GAN, TransMRSR, MIASSR/RDST, CLADE); "
             "see the README for the references.")
@@ -75,7 +76,8 @@ class MedSRParameterNode:
     """Every panel setting. ``method`` is a MedSRLib.apps.panel.MethodChoice key (a method or a catalog model);
     ``suggestedScale`` is the scale the panel last filled in itself ("x,y,z"), so any other scale is the user's;
     ``methodOptions`` the "Method options" values set, as JSON (MedSRLib.apps.panel.parse_stored_options);
-    ``targetSpacing`` (mm) replaces the scale when above 0."""
+    ``targetSpacing`` (mm) replaces the scale when above 0; ``differenceView`` adds a view of result − B-spline;
+    ``zoom`` magnifies the slice views together; ``referenceVolume`` gives the metrics table."""
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     method: str = "bspline"
     methodOptions: str = "{}"
@@ -92,6 +94,8 @@ class MedSRParameterNode:
     backend: Annotated[str, Choice(BACKENDS)] = "auto"
     compare: bool = True
     bsplineView: bool = False
+    differenceView: bool = False
+    zoom: Annotated[float, WithinRange(1.0, 16.0)] = 1.0
     nearestDisplay: bool = True
     referenceVolume: slicer.vtkMRMLScalarVolumeNode
 
@@ -204,6 +208,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodComboBoxChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.nearestDisplayCheckBox.connect("toggled(bool)", self.onNearestDisplayToggled)
+        self.ui.zoomSliderWidget.connect("valueChanged(double)", self.logic.zoomSliceViews)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -253,8 +258,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "scaleZ": ui.scaleZSpinBox, "targetSpacing": ui.targetSpacingSpinBox, "patch": ui.patchSpinBox,
             "stride": ui.strideSpinBox, "blend": ui.blendComboBox, "batchSize": ui.batchSpinBox,
             "device": ui.deviceComboBox, "backend": ui.backendComboBox, "compare": ui.compareCheckBox,
-            "bsplineView": ui.bsplineViewCheckBox,
-            "nearestDisplay": ui.nearestDisplayCheckBox, "referenceVolume": ui.referenceSelector})
+            "bsplineView": ui.bsplineViewCheckBox, "differenceView": ui.differenceViewCheckBox,
+            "zoom": ui.zoomSliderWidget, "nearestDisplay": ui.nearestDisplayCheckBox,
+            "referenceVolume": ui.referenceSelector})
         self.showDeviceAvailability()  # connecting refilled the device and backend lists
         self.showBackendAvailability()
         self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
@@ -454,13 +460,18 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 and not slicer.util.confirmOkCancelDisplay(f"{self.memoryWarning}\n\nRun anyway?", windowTitle="MedSR"):
             return
         self.ui.logTextEdit.clear()
-        self.ui.metricsTable.visible = False
+        self.ui.metricsTableView.visible = False
+        self.ui.metricsNoteLabel.text = ""
         try:
             methodOptions = method_run_options(choice.method, parse_stored_options(parameters.methodOptions))
             scale, scaleOptions = scale_or_target_spacing(self.scale(), parameters.targetSpacing)
+            # The metrics table scores B-spline too, so a reference asks for the comparison.
+            compareBSpline = (parameters.compare and parameters.bsplineView) or parameters.referenceVolume is not None
             self.logic.startJob(parameters.inputVolume, choice.method, scale, checkpoint=choice.checkpoint,
-                                compareBSpline=parameters.compare and parameters.bsplineView, log=self.appendLog,
-                                onUpdate=self.onJobUpdate, **self.runOptions(), **scaleOptions, **methodOptions)
+                                compareBSpline=compareBSpline,
+                                differenceToBSpline=parameters.compare and parameters.differenceView,
+                                log=self.appendLog, onUpdate=self.onJobUpdate, **self.runOptions(), **scaleOptions,
+                                **methodOptions)
         except MedSRError as error:
             slicer.util.errorDisplay(str(error), windowTitle="MedSR")
 
@@ -480,30 +491,33 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(line)
 
     def showResult(self, job):
-        from MedSRLib.apps.process import COMPARISON, RESULT
+        from MedSRLib.apps.mrml import addMetricsTableNode
+        from MedSRLib.apps.process import COMPARISON, DIFFERENCE, RESULT
+        from MedSRLib.errors import InputError
         parameters = self.logic.getParameterNode()  # the panel may have been left while the job ran
         inputNode, resultNode = job.inputNode, job.resultNodes[RESULT]
-        shown = [inputNode, job.resultNodes[COMPARISON], resultNode] if COMPARISON in job.resultNodes \
-            else [inputNode, resultNode]
+        comparisonNode, differenceNode = job.resultNodes.get(COMPARISON), job.resultNodes.get(DIFFERENCE)
         if parameters.compare:
-            self.logic.showSideBySide(shown)
+            shown = [inputNode, comparisonNode if parameters.bsplineView else None, resultNode, differenceNode]
+            self.logic.showSideBySide([node for node in shown if node is not None])
         else:
             slicer.util.setSliceViewerLayers(background=resultNode, fit=True)
+        self.logic.zoomSliceViews(parameters.zoom)
         self.logic.setNearestDisplay(inputNode, parameters.nearestDisplay)
         referenceNode = parameters.referenceVolume
-        if referenceNode is not None:
-            self.showMetrics({node.GetName(): self.logic.metrics(node, referenceNode) for node in shown[1:]})
-
-    def showMetrics(self, metricsByName):
-        table = self.ui.metricsTable
-        table.setRowCount(len(METRIC_ROWS))
-        table.setColumnCount(len(metricsByName))
-        table.setVerticalHeaderLabels([label for _, label in METRIC_ROWS])
-        table.setHorizontalHeaderLabels(list(metricsByName))
-        for column, metrics in enumerate(metricsByName.values()):
-            for row, (key, _) in enumerate(METRIC_ROWS):
-                table.setItem(row, column, qt.QTableWidgetItem(f"{metrics[key]:.4g}"))
-        table.visible = True
+        if referenceNode is None:
+            return
+        scored = {resultNode.GetAttribute("MedSR.method"): resultNode}
+        if comparisonNode is not None:
+            scored["bspline"] = comparisonNode
+        try:
+            table = addMetricsTableNode(referenceNode, scored, f"{resultNode.GetName()} metrics")
+        except InputError as error:  # the reference is on another grid: one sentence instead of the table
+            self.ui.metricsNoteLabel.text = str(error)
+            return
+        self.ui.metricsNoteLabel.text = f"Against {referenceNode.GetName()} (table {table.GetName()}):"
+        self.ui.metricsTableView.setMRMLTableNode(table)
+        self.ui.metricsTableView.visible = True
 
     def onNearestDisplayToggled(self, nearest):
         if self._parameterNode is not None:
@@ -535,12 +549,13 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             return False
         return True
 
-    def startJob(self, inputNode, method, scale, checkpoint=None, compareBSpline=False, log=None, onUpdate=None,
-                 **options):
+    def startJob(self, inputNode, method, scale, checkpoint=None, compareBSpline=False, differenceToBSpline=False,
+                 log=None, onUpdate=None, **options):
         """Start super-resolving ``inputNode`` in a background process (``scale`` None when ``options`` give a
         ``target_spacing``) and return the ``MedSRLib.apps.mrml.VolumeNodeJob`` at once; a QTimer advances it and
-        calls ``onUpdate(job)`` after each step. On DONE, ``job.resultNodes["result"]`` is the new volume; on CANCELLED or FAILED the scene is as it
-        was and ``job.message`` says why."""
+        calls ``onUpdate(job)`` after each step. On DONE, ``job.resultNodes["result"]`` is the new volume (with
+        ``compareBSpline`` also ``"comparison"``, with ``differenceToBSpline`` ``"difference"``, result − B-spline);
+        on CANCELLED or FAILED the scene is as it was and ``job.message`` says why."""
         from MedSRLib.apps.mrml import VolumeNodeJob
         from MedSRLib.errors import MedSRError
         from MedSRLib.methods import get_method
@@ -551,7 +566,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         if checkpoint is not None:
             options["checkpoint"] = checkpoint
         self.job = VolumeNodeJob(inputNode, method, scale, options, compare_bspline=compareBSpline,
-                                 python=backgroundPython(), log=log)
+                                 difference_to_bspline=differenceToBSpline, python=backgroundPython(), log=log)
         self._onJobUpdate = onUpdate
         self.job.start()
         if self._jobTimer is None:
@@ -574,16 +589,6 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         if self.job is not None and self.job.active:
             self.job.cancel()
             self._pollJob()
-
-    @staticmethod
-    def metrics(resultNode, referenceNode):
-        """PSNR, SSIM and NRMSE of a result against a reference on the same grid, both normalised by the reference."""
-        from MedSRLib.grid.intensity import Normaliser
-        from MedSRLib.evaluation.metrics import compare
-        from MedSRLib.apps.mrml import volumeFromNode
-        result, reference = volumeFromNode(resultNode), volumeFromNode(referenceNode)
-        normaliser = Normaliser.fit(reference.array, clip=True)
-        return compare(normaliser.forward(result.array), normaliser.forward(reference.array))
 
     @staticmethod
     def setNearestDisplay(volumeNode, nearest):
@@ -625,10 +630,31 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             composite.SetHotLinkedControl(True)
             sliceWidget.sliceLogic().FitSliceToAll()
 
+    @staticmethod
+    def zoomSliceViews(zoom):
+        """Magnify every slice view that shows a volume ``zoom`` times over the whole volume, around the view's centre
+        (MedSRLib.apps.compare.zoomed_field_of_view, for the volume's extent in the view's plane)."""
+        from MedSRLib.apps.compare import extent_in_slice_plane, zoomed_field_of_view
+        layoutManager = slicer.app.layoutManager()
+        for name in COMPARE_VIEW_NAMES:
+            sliceWidget = layoutManager.sliceWidget(name)
+            volumeID = sliceWidget.mrmlSliceCompositeNode().GetBackgroundVolumeID() if sliceWidget else None
+            volumeNode = slicer.mrmlScene.GetNodeByID(volumeID) if volumeID else None
+            if volumeNode is None or volumeNode.GetImageData() is None:
+                continue
+            ijkToRAS = vtk.vtkMatrix4x4()
+            volumeNode.GetIJKToRASMatrix(ijkToRAS)
+            sliceNode = sliceWidget.mrmlSliceNode()
+            extent = extent_in_slice_plane(slicer.util.arrayFromVTKMatrix(ijkToRAS),
+                                           volumeNode.GetImageData().GetDimensions(),
+                                           slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS()))
+            fieldOfViewX, fieldOfViewY = zoomed_field_of_view(extent, sliceNode.GetDimensions()[:2], zoom)
+            sliceNode.SetFieldOfView(fieldOfViewX, fieldOfViewY, sliceNode.GetFieldOfView()[2])
+
 
 class MedSRTest(ScriptedLoadableModuleTest):
     """Runs in a real Slicer (Reload and Test, or ctest): the logic and the panel on SampleData MRHead with B-spline,
-    cancelled runs, and, if shipped, a learned model."""
+    cancelled runs, the difference to B-spline and the metrics table, and, if shipped, a learned model."""
     TIMEOUT_S = 300
 
     def setUp(self):
@@ -637,6 +663,8 @@ class MedSRTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_BSplineOnMRHead()
+        self.setUp()
+        self.test_DifferenceAndMetrics()
         self.setUp()
         self.test_Panel()
         self.setUp()
@@ -712,8 +740,51 @@ class MedSRTest(ScriptedLoadableModuleTest):
         self.assertCancelLeavesSceneAsItWas(startJob, lambda job: job.state != JobState.RUNNING)
         self.delayDisplay("B-spline test passed")
 
+    def test_DifferenceAndMetrics(self):
+        """Linear ×(1, 1, 2) with its difference to B-spline (the result's grid, result − B-spline, a diverging
+        colour table centred at 0), its metrics table against a reference on the result's grid, and the one sentence
+        for a reference on another grid."""
+        import numpy as np
+        import SampleData
+        from MedSRLib.apps.compare import scores_against_reference
+        from MedSRLib.apps.mrml import DIFFERENCE_COLOR_NODE_IDS, METRIC_COLUMNS, addMetricsTableNode, volumeFromNode
+        from MedSRLib.apps.process import COMPARISON, DIFFERENCE, JobState, RESULT
+        from MedSRLib.errors import InputError
+        inputNode = SampleData.downloadSample("MRHead")
+        self.delayDisplay("Linear ×(1, 1, 2) with its difference to B-spline")
+        job = MedSRLogic().startJob(inputNode, "linear", (1, 1, 2), compareBSpline=True, differenceToBSpline=True)
+        self.waitWhile(lambda: job.active)
+        self.assertEqual(job.state, JobState.DONE, job.message)
+        resultNode, bsplineNode, differenceNode = (job.resultNodes[name] for name in (RESULT, COMPARISON, DIFFERENCE))
+        self.assertEqual(differenceNode.GetName(), f"{resultNode.GetName()} - bspline")
+        np.testing.assert_allclose(self.ijkToRAS(differenceNode), self.ijkToRAS(resultNode), atol=1e-9)
+        arrays = [slicer.util.arrayFromVolume(node).astype(np.float32)
+                  for node in (resultNode, bsplineNode, differenceNode)]
+        np.testing.assert_allclose(arrays[2], arrays[0] - arrays[1], atol=1e-3)
+        display = differenceNode.GetDisplayNode()
+        self.assertEqual(display.GetColorNodeID(), DIFFERENCE_COLOR_NODE_IDS[0])
+        self.assertFalse(display.GetAutoWindowLevel())
+        self.assertEqual(display.GetLevel(), 0.0)
+        self.assertGreater(display.GetWindow(), 0.0)
+
+        self.delayDisplay("The metrics table against a reference on the result's grid, then on another grid")
+        referenceNode = slicer.util.addVolumeFromArray(arrays[1] * 0.9 + 5.0, self.ijkToRAS(resultNode), "reference")
+        table = addMetricsTableNode(referenceNode, {"linear": resultNode, "bspline": bsplineNode}, "metrics")
+        expected = scores_against_reference({"linear": volumeFromNode(resultNode),
+                                             "bspline": volumeFromNode(bsplineNode)}, volumeFromNode(referenceNode))
+        self.assertEqual([table.GetColumnName(column) for column in range(table.GetNumberOfColumns())],
+                         ["method"] + [title for title, _, _ in METRIC_COLUMNS])
+        for row, method in enumerate(("linear", "bspline")):
+            self.assertEqual(table.GetCellText(row, 0), method)
+            for column, (_, key, _) in enumerate(METRIC_COLUMNS, start=1):
+                self.assertAlmostEqual(table.GetTable().GetValue(row, column).ToDouble(), expected[method][key])
+        with self.assertRaisesRegex(InputError, "different grids"):
+            addMetricsTableNode(inputNode, {"linear": resultNode}, "metrics")
+        self.delayDisplay("Difference and metrics test passed")
+
     def test_Panel(self):
-        """The panel: settings through the parameter node, Super-resolve, the result, then Cancel."""
+        """The panel: settings through the parameter node, Super-resolve, the result, the zoom, then Cancel."""
+        import numpy as np
         import SampleData
         from MedSRLib.apps.panel import option_fields
         from MedSRLib.apps.process import JobState, RESULT
@@ -727,8 +798,11 @@ class MedSRTest(ScriptedLoadableModuleTest):
         parameters.method = "bspline"  # none: the section is hidden
         self.assertTrue(widget.methodOptionsSection.isHidden())
         parameters.scaleX, parameters.scaleY, parameters.scaleZ = 1.0, 1.0, 2.0
-        parameters.compare, parameters.bsplineView = True, False
+        parameters.compare, parameters.bsplineView, parameters.differenceView = True, False, True
+        parameters.zoom = 1.0
         self.assertEqual(widget.ui.inputSelector.currentNode(), inputNode)
+        self.assertTrue(widget.ui.differenceViewCheckBox.checked)
+        self.assertEqual(parameters.parameterNode.GetParameter("differenceView"), "True")  # stored in the scene
         self.assertEqual(widget.ui.methodComboBox.currentText, "bspline")
         self.assertEqual(widget.ui.scaleZSpinBox.value, 2.0)
         self.assertEqual(float(parameters.parameterNode.GetParameter("scaleZ")), 2.0)  # stored in the scene
@@ -745,6 +819,16 @@ class MedSRTest(ScriptedLoadableModuleTest):
         self.assertEqual(resultNode.GetAttribute("MedSR.method"), "bspline")
         self.assertEqual(resultNode.GetAttribute("MedSR.scale"), "1,1,2")
         self.assertIn(resultNode.GetName(), widget.ui.etaLabel.text)
+        self.assertNotIn("difference", job.resultNodes)  # B-spline has no difference to itself
+
+        self.delayDisplay("Zoom ×2 from the panel: every compare view shows half the field of view")
+        redNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        yellowNode = slicer.app.layoutManager().sliceWidget("Yellow").mrmlSliceNode()
+        fieldsOfView = [redNode.GetFieldOfView()[:2], yellowNode.GetFieldOfView()[:2]]
+        widget.ui.zoomSliderWidget.value = 2.0
+        self.assertEqual(parameters.zoom, 2.0)
+        for sliceNode, before in zip((redNode, yellowNode), fieldsOfView):
+            np.testing.assert_allclose(sliceNode.GetFieldOfView()[:2], np.asarray(before) / 2, rtol=1e-6)
 
         self.delayDisplay("Cancel from the panel")
         nodesBefore = self.nodeIDs()

@@ -19,7 +19,10 @@ if not hasattr(slicer, "vtkMRMLScene"):
 import vtk  # noqa: E402  (installed with slicer-core)
 
 from MedSRLib import Cancelled, InputError, MedSRError, Volume, __version__  # noqa: E402
-from MedSRLib.apps.mrml import addVolumeNodeLike, superResolveVolumeNode, volumeFromNode  # noqa: E402
+from MedSRLib.apps.mrml import (DIFFERENCE_COLOR_NODE_IDS, VolumeNodeJob, addMetricsTableNode,  # noqa: E402
+                                addVolumeNodeLike, superResolveVolumeNode, volumeFromNode)
+from MedSRLib.apps.process import COMPARISON, DIFFERENCE, RESULT, JobState  # noqa: E402
+from MedSRLib.evaluation.metrics import compare  # noqa: E402
 
 # IJK→RAS directions (columns): i → (0.8, 0, −0.6), j → (0, 1, 0), k → (0.6, 0, 0.8); a rotation about the A axis.
 OBLIQUE_RAS = np.array([[0.8, 0.0, 0.6],
@@ -305,16 +308,25 @@ def test_the_logic_reports_every_step_and_stops_its_job(medsr_module, scene):
     assert StandInTimer.started == [] and volume_node_count(scene) == 1
 
 
-def test_the_target_spacing_and_backend_are_saved_with_the_scene_and_restored(medsr_module, scene, tmp_path):
-    parameters = medsr_module.MedSRParameterNode(scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "MedSR"))
-    assert (parameters.targetSpacing, parameters.backend) == (0.0, "auto")  # unset: the scale, the measured rule
-    parameters.targetSpacing, parameters.backend = 1.2, "openvino"
-    scene.SetURL(str(tmp_path / "saved.mrml"))
+def new_parameter_node(medsr_module, scene):
+    return medsr_module.MedSRParameterNode(scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "MedSR"))
+
+
+def saved_and_restored(medsr_module, scene, folder):
+    """The MedSR parameter node of ``scene`` after saving the scene to a file and loading that file again."""
+    scene.SetURL(str(folder / "saved.mrml"))
     assert scene.Commit()
     restored_scene = slicer.vtkMRMLScene()
-    restored_scene.SetURL(str(tmp_path / "saved.mrml"))
+    restored_scene.SetURL(str(folder / "saved.mrml"))
     assert restored_scene.Connect()
-    restored = medsr_module.MedSRParameterNode(restored_scene.GetFirstNodeByName("MedSR"))
+    return medsr_module.MedSRParameterNode(restored_scene.GetFirstNodeByName("MedSR"))
+
+
+def test_the_target_spacing_and_backend_are_saved_with_the_scene_and_restored(medsr_module, scene, tmp_path):
+    parameters = new_parameter_node(medsr_module, scene)
+    assert (parameters.targetSpacing, parameters.backend) == (0.0, "auto")  # unset: the scale, the measured rule
+    parameters.targetSpacing, parameters.backend = 1.2, "openvino"
+    restored = saved_and_restored(medsr_module, scene, tmp_path)
     assert (restored.targetSpacing, restored.backend) == (1.2, "openvino")
 
 
@@ -331,3 +343,137 @@ def test_the_logic_sends_the_target_spacing_instead_of_the_scale_and_the_backend
     assert (result.GetAttribute("MedSR.scale"), result.GetAttribute("MedSR.targetSpacing"),
             result.GetAttribute("MedSR.backend")) == ("1,1,3", "1", "torch")
     assert result.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
+
+
+def add_diverging_color_table(scene):
+    """A stand-in for the DivergingBlueRed colour table Slicer's Colors module adds at start-up (same node ID)."""
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetName("DivergingBlueRed")
+    table.SetSingletonTag("FileDivergingBlueRed.txt")
+    scene.AddNode(table)
+    return table
+
+
+def run_linear_with_difference(scene, node):
+    job = VolumeNodeJob(node, "linear", (1, 1, 2), {"device": "cpu"}, compare_bspline=True,
+                        difference_to_bspline=True)
+    job.start()
+    while job.active:
+        job.poll()
+    assert job.state == JobState.DONE, job.message
+    return job
+
+
+def test_the_difference_to_bspline_sits_on_the_results_grid_centred_at_0(scene):
+    color_table = add_diverging_color_table(scene)
+    assert color_table.GetID() == DIFFERENCE_COLOR_NODE_IDS[0]
+    node = make_input_node(scene, shape_kji=(5, 7, 8))  # oblique, 1 × 1 × 3 mm
+    job = run_linear_with_difference(scene, node)
+    result, bspline, difference = (job.resultNodes[name] for name in (RESULT, COMPARISON, DIFFERENCE))
+    assert difference.GetName() == f"{result.GetName()} - bspline" == "input linear x1x1x2 - bspline"
+    assert difference.GetSpacing() == pytest.approx(result.GetSpacing())
+    assert difference.GetOrigin() == pytest.approx(result.GetOrigin())
+    np.testing.assert_allclose(directions_of(difference), directions_of(result), atol=1e-12)
+    np.testing.assert_allclose(directions_of(difference), OBLIQUE_RAS, atol=1e-12)
+    values = {name: slicer.util.arrayFromVolume(n) for name, n in
+              (("result", result), ("bspline", bspline), ("difference", difference))}
+    assert values["difference"].dtype == np.float32
+    assert values["difference"].shape == values["result"].shape == (10, 7, 8)
+    for kji in [(0, 0, 0), (3, 2, 5), (7, 6, 1), (9, 6, 7)]:
+        assert values["difference"][kji] == pytest.approx(float(values["result"][kji]) - float(values["bspline"][kji]),
+                                                          abs=1e-4)
+    assert np.abs(values["difference"]).max() > 0  # linear and B-spline differ between the thick slices
+    display = difference.GetDisplayNode()
+    half_width = np.percentile(np.abs(values["result"].astype(np.float32) - values["bspline"]), 99)
+    assert display.GetColorNodeID() == color_table.GetID() and not display.GetAutoWindowLevel()
+    assert (display.GetWindow(), display.GetLevel()) == pytest.approx((2 * half_width, 0.0), rel=1e-5)
+    assert result.GetDisplayNode().GetColorNodeID() != color_table.GetID()  # the result keeps the input's look
+
+
+def test_no_difference_is_made_for_bspline_itself(scene):
+    job = VolumeNodeJob(make_input_node(scene), "bspline", (1, 1, 2), compare_bspline=True,
+                        difference_to_bspline=True)
+    assert not job.request["difference_to_bspline"] and job.output_names == [RESULT]
+
+
+def expected_scores(result_array, reference_array):
+    """The protocol's normalisation written out: the reference's 0.5 / 99.5 percentiles to [0, 1], clipped."""
+    low, high = np.percentile(reference_array.astype(np.float32), (0.5, 99.5))
+    normalise = lambda array: np.clip((array.astype(np.float32) - low) / (high - low), 0, 1)  # noqa: E731
+    return compare(normalise(result_array), normalise(reference_array))
+
+
+def test_the_metrics_table_holds_compares_scores_of_the_result_and_bspline(scene):
+    node = make_input_node(scene, shape_kji=(5, 8, 9))
+    job = run_linear_with_difference(scene, node)
+    result, bspline = job.resultNodes[RESULT], job.resultNodes[COMPARISON]
+    rng = np.random.default_rng(0)
+    truth = slicer.util.arrayFromVolume(bspline) + rng.normal(0, 3, size=(10, 8, 9)).astype(np.float32)
+    reference = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "reference")
+    reference.SetIJKToRASMatrix(vtk_matrix(ijk_to_ras(result)))
+    slicer.util.updateVolumeFromArray(reference, truth)
+    table = addMetricsTableNode(reference, {"linear": result, "bspline": bspline}, "input linear metrics")
+    assert table.GetClassName() == "vtkMRMLTableNode" and table.GetScene() is scene
+    assert [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())] == ["method", "PSNR", "SSIM", "NRMSE"]
+    assert table.GetColumnUnitLabel("PSNR") == "dB"
+    assert table.GetNumberOfRows() == 2
+    for row, node_of_row in enumerate((result, bspline)):
+        scores = expected_scores(slicer.util.arrayFromVolume(node_of_row), truth)
+        assert table.GetCellText(row, 0) == ("linear", "bspline")[row]
+        got = [table.GetTable().GetValue(row, column).ToDouble() for column in (1, 2, 3)]
+        assert got == pytest.approx([scores["psnr"], scores["ssim"], scores["nrmse"]], rel=1e-6)  # float32 rounding
+
+
+def test_a_reference_on_another_grid_gives_one_sentence_and_no_table(scene):
+    node = make_input_node(scene, shape_kji=(5, 8, 9))
+    job = run_linear_with_difference(scene, node)
+    tables_before = scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    with pytest.raises(InputError) as raised:
+        addMetricsTableNode(node, {"linear": job.resultNodes[RESULT]}, "metrics")  # the input: 5 slices, not 10
+    message = str(raised.value)
+    assert "different grids" in message and message.count(". ") == 0 and message.endswith(".")
+    assert "9×8×5 voxels of 1×1×3 mm" in message and "9×8×10 voxels of 1×1×1.5 mm" in message
+    moved = ijk_to_ras(job.resultNodes[RESULT])
+    moved[2, 3] += 2.0
+    shifted = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "shifted")
+    shifted.SetIJKToRASMatrix(vtk_matrix(moved))
+    slicer.util.updateVolumeFromArray(shifted, slicer.util.arrayFromVolume(job.resultNodes[RESULT]))
+    with pytest.raises(InputError, match="different grids"):  # same voxels and spacing, moved 2 mm
+        addMetricsTableNode(shifted, {"linear": job.resultNodes[RESULT]}, "metrics")
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables_before
+
+
+def vtk_matrix(array):
+    matrix = vtk.vtkMatrix4x4()
+    for row in range(4):
+        for column in range(4):
+            matrix.SetElement(row, column, float(array[row][column]))
+    return matrix
+
+
+def test_the_module_self_test_checks_the_difference_and_the_metrics_table(medsr_module, scene):
+    """MedSRTest.test_DifferenceAndMetrics as Slicer runs it (Slicer's DivergingBlueRed table stood in for)."""
+    add_diverging_color_table(scene)
+    self_test = medsr_module.MedSRTest("test_DifferenceAndMetrics")
+    self_test.setUp()
+    self_test.test_DifferenceAndMetrics()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+
+
+def test_the_compare_view_settings_are_saved_with_the_scene_and_restored(medsr_module, scene, tmp_path):
+    parameters = new_parameter_node(medsr_module, scene)
+    assert (parameters.differenceView, parameters.zoom) == (False, 1.0)  # unset: no difference view, the whole volume
+    parameters.differenceView, parameters.zoom = True, 3.5
+    restored = saved_and_restored(medsr_module, scene, tmp_path)
+    assert (restored.differenceView, restored.zoom) == (True, 3.5)
+
+
+def test_the_logic_asks_the_background_process_for_the_difference(medsr_module, scene):
+    """What the Super-resolve button starts with "Show difference to B-spline" checked."""
+    logic = medsr_module.MedSRLogic()
+    job = logic.startJob(make_input_node(scene), "linear", (1, 1, 2), differenceToBSpline=True)
+    assert job.request["difference_to_bspline"] and not job.request["compare_bspline"]
+    while job.active:
+        slicer.app.processEvents()
+    assert job.state == "done", job.message
+    assert sorted(job.resultNodes) == [DIFFERENCE, RESULT]  # the B-spline itself is not added unless asked for

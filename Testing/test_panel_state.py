@@ -15,7 +15,10 @@ from MedSRLib.apps.panel import (MethodChoice, OptionField, ScaleSuggestion, est
     format_stored_scale, memory_advice, method_choices, method_run_options, option_fields, parse_stored_options,
     parse_stored_scale, run_options, run_scale, scale_or_target_spacing, store_option, suggest_scale,
     target_spacing_note, unavailable_backends, unavailable_devices, update_scale)
+from MedSRLib.apps.compare import (difference_to_bspline, extent_in_slice_plane, symmetric_window,
+                                   zoomed_field_of_view)
 from MedSRLib.errors import InputError
+from MedSRLib.io.volume import Volume
 from MedSRLib.apps.process import CANCELLED_MESSAGE, JobState
 
 slicer = pytest.importorskip("slicer", reason="needs PyPI's slicer-core (pip install slicer-core)")
@@ -428,3 +431,51 @@ def test_the_job_gets_the_target_spacing_or_the_scale_never_both_and_the_backend
     assert result.GetAttribute("MedSR.targetSpacing") == ("1" if target_spacing else "")
     assert result.GetAttribute("MedSR.backend") == "torch"
     assert result.GetSpacing() == pytest.approx((1.0, 1.0, 1.0 if target_spacing else 1.5))
+
+
+AXIAL_SLICE_TO_RAS = np.array([[-1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])      # Slicer's Red view
+SAGITTAL_SLICE_TO_RAS = np.array([[0, 0, 1.0, 0], [-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])    # Yellow
+CORONAL_SLICE_TO_RAS = np.array([[-1.0, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])     # Green
+
+
+def test_a_volumes_extent_in_each_slice_plane():
+    """10 × 20 × 5 voxels of 1 × 2 × 3 mm span 10 mm (R), 40 mm (A) and 15 mm (S) from voxel edge to edge."""
+    ijk_to_ras = np.diag([1.0, 2.0, 3.0, 1.0])
+    ijk_to_ras[:3, 3] = (5.0, -7.0, 2.0)  # the origin moves the box, not its extent
+    assert extent_in_slice_plane(ijk_to_ras, (10, 20, 5), AXIAL_SLICE_TO_RAS) == pytest.approx((10.0, 40.0))
+    assert extent_in_slice_plane(ijk_to_ras, (10, 20, 5), SAGITTAL_SLICE_TO_RAS) == pytest.approx((40.0, 15.0))
+    assert extent_in_slice_plane(ijk_to_ras, (10, 20, 5), CORONAL_SLICE_TO_RAS) == pytest.approx((10.0, 15.0))
+    # A 10 × 10 mm square turned 45° in the axial plane spans its diagonal, 10·√2 mm, along R and A.
+    turned = np.eye(4)
+    turned[:2, :2] = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
+    assert extent_in_slice_plane(turned, (10, 10, 1), AXIAL_SLICE_TO_RAS) == pytest.approx((14.1421356, 14.1421356))
+
+
+def test_the_zoomed_field_of_view_keeps_pixels_square():
+    # A tall 10 × 40 mm extent in a 200 × 100 px view: the height fills it (40 mm), the width follows (80 mm).
+    assert zoomed_field_of_view((10.0, 40.0), (200, 100), 1.0) == pytest.approx((80.0, 40.0))
+    assert zoomed_field_of_view((10.0, 40.0), (200, 100), 2.0) == pytest.approx((40.0, 20.0))
+    # A wide 100 × 20 mm extent in the same view: the width fills it (100 mm), the height follows (50 mm); ×4.
+    assert zoomed_field_of_view((100.0, 20.0), (200, 100), 4.0) == pytest.approx((25.0, 12.5))
+    # Exactly the view's shape: both fill it.
+    assert zoomed_field_of_view((60.0, 30.0), (200, 100), 1.5) == pytest.approx((40.0, 20.0))
+    with pytest.raises(InputError, match="above 0"):
+        zoomed_field_of_view((60.0, 30.0), (200, 100), 0.0)
+
+
+def test_the_difference_to_bspline_and_its_window():
+    grid = {"spacing": (1.0, 1.0, 1.5), "origin": (4.0, 5.0, 6.0), "direction": (0, 1, 0, 1, 0, 0, 0, 0, 1)}
+    bspline = Volume(np.zeros((2, 3, 50), dtype=np.int16), **grid)
+    result = Volume(np.arange(300, dtype=np.int16).reshape(2, 3, 50) - 100, **grid, metadata={"method": "smore"})
+    difference = difference_to_bspline(result, bspline)
+    assert difference.array.dtype == np.float32 and np.array_equal(difference.array, result.array)
+    assert (difference.spacing, difference.origin, difference.direction) == (result.spacing, result.origin,
+                                                                             result.direction)
+    # |−100 … 199|: 99th percentile of the 300 magnitudes.
+    assert difference.metadata == {"method": "smore", "difference_to": "bspline",
+                                   "display_half_width": pytest.approx(np.percentile(np.abs(result.array), 99))}
+    assert result.metadata == {"method": "smore"}  # the result's own metadata are untouched
+    assert difference_to_bspline(bspline, bspline).metadata["display_half_width"] == 1.0  # identical: any window
+    assert symmetric_window(2.5) == (5.0, 0.0)
+    with pytest.raises(InputError, match="shape"):
+        difference_to_bspline(result, Volume(np.zeros((2, 3, 49)), **grid))

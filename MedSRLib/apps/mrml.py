@@ -18,12 +18,20 @@ import numpy as np
 from MedSRLib.errors import InputError
 from MedSRLib.grid.geometry import parse_scale
 from MedSRLib.io.volume import Volume
-from .process import COMPARISON, RESULT, JobState, SuperResolveJob
+from .compare import scores_against_reference, symmetric_window
+from .process import COMPARISON, DIFFERENCE, RESULT, JobState, SuperResolveJob
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0])
 ATTRIBUTE_PREFIX = "MedSR."
 SCALAR_VOLUME_CLASS = "vtkMRMLScalarVolumeNode"
 
+
+# Slicer's diverging colour tables (loaded by its Colors module at start-up), the first one present colours a
+# difference: blue below 0, white at 0, red above.
+DIFFERENCE_COLOR_NODE_IDS = ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",
+                             "vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
+# The metrics table's score columns: title, key of MedSRLib.evaluation.metrics.compare, unit.
+METRIC_COLUMNS = (("PSNR", "psnr", "dB"), ("SSIM", "ssim", ""), ("NRMSE", "nrmse", ""))
 
 INPUT_REMOVED_MESSAGE = "Stopped: the input volume was removed from the scene; nothing was added."
 SCENE_CLOSED_MESSAGE = "Stopped: the scene was closed; nothing was added."
@@ -105,6 +113,51 @@ def _placeBeside(shNode, referenceNode, node) -> None:
         shNode.CreateItem(parent, node)
 
 
+def showAsDifference(node, halfWidth: float) -> None:
+    """Display a difference volume centred at 0: a diverging colour table (when the scene has one of
+    DIFFERENCE_COLOR_NODE_IDS) and a fixed window from −halfWidth to halfWidth."""
+    display = node.GetDisplayNode()
+    scene = node.GetScene()
+    colorNodeID = next((nodeID for nodeID in DIFFERENCE_COLOR_NODE_IDS if scene.GetNodeByID(nodeID) is not None),
+                       None)
+    if colorNodeID is not None:
+        display.SetAndObserveColorNodeID(colorNodeID)
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevel(*symmetric_window(halfWidth))
+
+
+def addMetricsTableNode(referenceNode, nodesByMethod: Dict[str, object], name: str):
+    """A new, locked ``vtkMRMLTableNode`` ``name`` in the reference's scene with one row per method (columns method,
+    PSNR, SSIM, NRMSE): each node of ``nodesByMethod`` scored against ``referenceNode`` as
+    :func:`MedSRLib.apps.compare.scores_against_reference` does. A node on another grid than the reference is one
+    sentence (InputError), and no table is added."""
+    import vtk
+
+    scores = scores_against_reference({method: volumeFromNode(node, copy=False)
+                                       for method, node in nodesByMethod.items()},
+                                      volumeFromNode(referenceNode, copy=False))
+    methods = vtk.vtkStringArray()
+    methods.SetName("method")
+    for method in scores:
+        methods.InsertNextValue(method)
+    columns = [methods]
+    for title, key, _ in METRIC_COLUMNS:
+        column = vtk.vtkDoubleArray()
+        column.SetName(title)
+        for method in scores:
+            column.InsertNextValue(scores[method][key])
+        columns.append(column)
+    scene = referenceNode.GetScene()
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+    for column in columns:
+        table.AddColumn(column)
+    for title, _, unit in METRIC_COLUMNS:
+        table.SetColumnUnitLabel(title, unit)
+    table.SetUseColumnTitleAsColumnHeader(True)
+    table.SetLocked(True)  # scores, not for editing in a table view
+    return table
+
+
 def provenanceAttributes(metadata: dict) -> dict:
     """The node attributes (without prefix) that record how a result was made."""
     scale = metadata.get("scale")
@@ -147,8 +200,10 @@ class VolumeNodeJob(SuperResolveJob):
     ``poll()`` (the MedSR panel drives it from a timer).
 
     The input's voxels are written for the background process straight from the node, a slab per poll. In the last
-    step the result (and, with ``compare_bspline``, the cubic B-spline comparison) is added as by
-    :func:`addVolumeNodeLike`, all or none: ``resultNodes`` maps ``"result"`` / ``"comparison"`` to them. Removing
+    step the result (with ``compare_bspline`` the cubic B-spline comparison, with ``difference_to_bspline`` the
+    difference result − B-spline, named after the result and shown by :func:`showAsDifference`) is added as by
+    :func:`addVolumeNodeLike`, all or none: ``resultNodes`` maps ``"result"`` / ``"comparison"`` / ``"difference"``
+    to them. Removing
     the input node or closing its scene stops the job at once (the child is killed) with one message; on every end
     but DONE the scene is left as it was.
     """
@@ -187,8 +242,11 @@ class VolumeNodeJob(SuperResolveJob):
         try:
             for output in self.output_names:
                 volume = self.results[output]
-                added.append(addVolumeNodeLike(volume, self.inputNode, names[output],
-                                               provenanceAttributes(volume.metadata)))
+                # The difference is named after the result node (added first, its name made unique).
+                name = f"{added[0].GetName()} - bspline" if output == DIFFERENCE else names[output]
+                added.append(addVolumeNodeLike(volume, self.inputNode, name, provenanceAttributes(volume.metadata)))
+                if output == DIFFERENCE:
+                    showAsDifference(added[-1], volume.metadata["display_half_width"])
         except BaseException:
             _removeNodes(self._scene, [part for node in reversed(added) for part in (node, node.GetDisplayNode())])
             raise

@@ -274,7 +274,8 @@ def worker_command(python: Optional[str], *arguments: str) -> Tuple[List[str], d
 
 
 class JobFolder:
-    """The files a job's parent and child share: the request and each volume (``input``, ``result``, ``comparison``)
+    """The files a job's parent and child share: the request and each volume (``input``, ``result``, ``comparison``,
+    ``difference``)
     as a ``.npy`` array beside a JSON header with its geometry and metadata."""
     REQUEST = "request.json"
 
@@ -342,28 +343,30 @@ class JobState(str, Enum):
 
 
 ACTIVE_STATES = frozenset({JobState.PREPARING, JobState.RUNNING, JobState.IMPORTING})
-RESULT, COMPARISON = "result", "comparison"
+RESULT, COMPARISON, DIFFERENCE = "result", "comparison", "difference"
 
 
 class SuperResolveJob:
     """One :func:`MedSRLib.super_resolve` call in a background process, advanced one bounded step per :meth:`poll`.
 
     ``start()`` enters PREPARING; polls write the input, run the child (RUNNING), read the result back (IMPORTING)
-    and end in DONE (``results`` holds ``"result"`` and, with ``compare_bspline``, the cubic B-spline ``"comparison"``
-    on the same grid), FAILED or CANCELLED, with one sentence in ``message``. Whatever the end, the child is gone and
-    the job folder removed. ``stage`` and ``progress`` describe the current step for a progress bar. A subclass that
-    reads its input only when the job starts passes ``volume=None`` and sets it in ``_begin``.
+    and end in DONE (``results`` holds ``"result"``, with ``compare_bspline`` the cubic B-spline ``"comparison"`` on
+    the same grid, with ``difference_to_bspline`` the ``"difference"`` result − B-spline), FAILED or CANCELLED, with
+    one sentence in ``message``. Whatever the end, the child is gone and the job folder removed. ``stage`` and
+    ``progress`` describe the current step for a progress bar. A subclass that reads its input only when the job
+    starts passes ``volume=None`` and sets it in ``_begin``.
     """
     _logger = logging.getLogger(__name__)
 
     def __init__(self, volume: Optional[Volume], method: str = "bspline", scale=2, options: Optional[dict] = None, *,
-                 compare_bspline: bool = False, python: Optional[str] = None, log: Optional[LogCallback] = None,
-                 step_bytes: int = STEP_BYTES):
+                 compare_bspline: bool = False, difference_to_bspline: bool = False, python: Optional[str] = None,
+                 log: Optional[LogCallback] = None, step_bytes: int = STEP_BYTES):
         self.volume = volume
         self.method = method
         self.request = {"method": method, "scale": scale if scale is None or isinstance(scale, (str, int, float)) else
                         [float(value) for value in scale],
-                        "options": dict(options or {}), "compare_bspline": compare_bspline and method != "bspline"}
+                        "options": dict(options or {}), "compare_bspline": compare_bspline and method != "bspline",
+                        "difference_to_bspline": difference_to_bspline and method != "bspline"}
         self.python = python
         self.log = log
         self.step_bytes = step_bytes
@@ -388,7 +391,8 @@ class SuperResolveJob:
 
     @property
     def output_names(self) -> List[str]:
-        return [RESULT, COMPARISON] if self.request["compare_bspline"] else [RESULT]
+        requested = {COMPARISON: self.request["compare_bspline"], DIFFERENCE: self.request["difference_to_bspline"]}
+        return [RESULT] + [name for name, wanted in requested.items() if wanted]
 
     def start(self) -> JobState:
         if self.state != JobState.IDLE:

@@ -1,11 +1,11 @@
 """The background process of :mod:`MedSRLib.apps.process`: ``python -m MedSRLib.apps.worker run FOLDER | probe``.
 
 ``run FOLDER`` super-resolves the job folder's input as its request says (and, if asked, computes the cubic B-spline
-comparison on the same grid), writing the volumes back into the folder. ``probe`` reports the devices torch can use,
-their free memory, the inference backends that can be imported and, with ``--estimate``, the memory a run would
-need; it is how the Slicer panel learns about GPUs and OpenVINO without importing torch into Slicer. Progress,
-stages and probe reports are protocol lines on stdout; user errors end with ``medsr: error: <one sentence>`` on
-stderr and exit code 2, as in the ``medsr`` command.
+comparison on the same grid and the result's difference to it), writing the volumes back into the folder. ``probe``
+reports the devices torch can use, their free memory, the inference backends that can be imported and, with
+``--estimate``, the memory a run would need; it is how the Slicer panel learns about GPUs and OpenVINO without
+importing torch into Slicer. Progress, stages and probe reports are protocol lines on stdout; user errors end with
+``medsr: error: <one sentence>`` on stderr and exit code 2, as in the ``medsr`` command.
 
 ``MEDSR_EXTRA_METHODS`` (paths separated by ``os.pathsep``) names Python files to run before anything else, so the
 methods they register exist in this process too (the tests use it for methods that wait or fail on purpose).
@@ -20,7 +20,7 @@ import warnings
 from typing import Dict, Optional, Sequence
 
 from MedSRLib.errors import MedSRError
-from .process import (PROBE_PREFIX, RESULT, COMPARISON, STAGE_PREFIX, JobFolder, format_progress_line,
+from .process import (PROBE_PREFIX, RESULT, COMPARISON, DIFFERENCE, STAGE_PREFIX, JobFolder, format_progress_line,
                       options_from_json)
 
 EXIT_USER_ERROR = 2
@@ -47,11 +47,16 @@ def run_job(folder: JobFolder) -> None:
     say(f"{STAGE_PREFIX} Super-resolving with {request['method']}")
     result = super_resolve(volume, request["method"], request["scale"], progress=report_progress, **options)
     folder.save_volume(RESULT, result)
+    if not (request["compare_bspline"] or request["difference_to_bspline"]):
+        return
+    say(f"{STAGE_PREFIX} Computing the cubic B-spline comparison")
+    comparison = super_resolve(volume, "bspline", result.metadata["scale"], progress=report_progress,
+                               output_dtype=options.get("output_dtype", "float32"))
     if request["compare_bspline"]:
-        say(f"{STAGE_PREFIX} Computing the cubic B-spline comparison")
-        comparison = super_resolve(volume, "bspline", result.metadata["scale"], progress=report_progress,
-                                   output_dtype=options.get("output_dtype", "float32"))
         folder.save_volume(COMPARISON, comparison)
+    if request["difference_to_bspline"]:
+        from .compare import difference_to_bspline
+        folder.save_volume(DIFFERENCE, difference_to_bspline(result, comparison))
 
 
 def available_memory_bytes() -> Optional[int]:
