@@ -275,7 +275,7 @@ class TransMRSR(nn.Module):
         """The prior: (B, levels, style_dim) latents (deepest level's first) → full-resolution features; with
         ``encoder`` (outputs finest first) each level is merged with its encoder level by CWSS."""
         deepest_size = encoder[-1].shape[-2:] if encoder is not None else self.constant.shape[-2:]
-        x = self.constant.expand(latents.shape[0], -1, -1, -1)
+        x = self.constant.repeat(latents.shape[0], 1, 1, 1)  # a copy: a view of a parameter breaks FLOP counting
         if tuple(deepest_size) != tuple(self.constant.shape[-2:]):
             x = functional.interpolate(x, size=tuple(deepest_size), mode="bilinear", align_corners=False)
         for index, level in enumerate(self.decoder):
