@@ -236,6 +236,9 @@ def test_a_config_gets_the_recipe_s_components_unless_it_names_others():
     ({"recipe": "paired-3d", "axes": "2d-in-plane"}, "trains 3d models, not axes '2d-in-plane'"),
     ({"slice_axis": 3}, "slice_axis must be an array axis"),
     ({"data.batch": 0}, "'data.batch' must be a positive whole number"),
+    ({"validation.select": {"metric": "piqe"}}, "'validation.select' must be null or"),
+    ({"validation.select": {"metric": "piqe", "lower_is_better": "yes", "min_psnr_gain": None}},
+     "'validation.select' must be null or"),
 ])
 def test_bad_component_choices_are_refused_when_the_config_is_read(values, message):
     with pytest.raises(InputError, match=message):

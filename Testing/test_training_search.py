@@ -77,3 +77,16 @@ def test_a_held_out_volume_an_unknown_key_or_a_value_of_the_wrong_kind_is_refuse
         main(search_arguments(synthetic_data, tmp_path, "--grid", grid, *extra))
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "search").exists()
+
+
+def test_selecting_by_a_score_the_validator_does_not_give_is_refused_before_training(synthetic_data, tmp_path):
+    from MedSRLib.errors import InputError
+    from Training.config import load_config
+    from Training.trainer import Trainer
+    arguments = search_arguments(synthetic_data, tmp_path)
+    overrides = [value for flag, value in zip(arguments[::2], arguments[1::2]) if flag == "--set"]
+    config = load_config(overrides=overrides + ['validation.select={"metric": "piq", "lower_is_better": true, '
+                                                '"min_psnr_gain": null}'])
+    with pytest.raises(InputError, match="picks by 'piq', which the 'simulated-thick-slices' validator does not score"):
+        Trainer(config)
+    assert not (tmp_path / "model.safetensors").exists()

@@ -173,6 +173,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Iterable[Uni
             losses = _merge(losses, layer.get("losses", {}), "losses.")
         config["losses"] = losses
     _check_counts(config)
+    _check_selection(config["validation"]["select"])
     return resolve(config)
 
 
@@ -186,3 +187,17 @@ def _check_counts(config: dict) -> None:
         value = config[section][key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InputError(f"Training config key '{section}.{key}' must be a positive whole number, not {value!r}.")
+
+
+def _check_selection(select) -> None:
+    """``validation.select``: null, or exactly {metric: a name, lower_is_better: true/false, min_psnr_gain: dB or
+    null}."""
+    if select is None:
+        return
+    valid = (isinstance(select, dict) and set(select) == {"metric", "lower_is_better", "min_psnr_gain"}
+             and isinstance(select["metric"], str) and isinstance(select["lower_is_better"], bool)
+             and (select["min_psnr_gain"] is None or (isinstance(select["min_psnr_gain"], (int, float))
+                                                      and not isinstance(select["min_psnr_gain"], bool))))
+    if not valid:
+        raise InputError("Training config key 'validation.select' must be null or {metric: a validation score's name, "
+                         f"lower_is_better: true or false, min_psnr_gain: dB or null}}, not {select!r}.")

@@ -119,7 +119,7 @@ def run_combination(combination: Combination) -> dict:
     final = dict(trainer.history[-1])
     floor = trainer.selection_floor()
     rank_value = selection_rank(combination.config["validation"]["select"], final, floor)
-    bspline = trainer.validator.baselines().get("bspline")
+    bspline = trainer.baseline_scores.get("bspline")
     return {"name": combination.name, "values": combination.values, "output": combination.config["output"],
             "steps": final.pop("step"), "scores": final, "bspline_psnr": bspline["psnr"] if bspline else None,
             "psnr_floor": None if floor == -float("inf") else floor, "eligible": rank_value is not None,

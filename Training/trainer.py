@@ -7,6 +7,7 @@ by writing ``<output>/model.safetensors``, the exporter's MedSRLib checkpoint. W
 ``<output>/model-best.safetensors``: the checkpoint of the validation with the best score by that metric (e.g. CLADE's
 mean through-plane PIQE), among those whose PSNR stays within ``min_psnr_gain`` dB of the validator's B-spline baseline.
 """
+import functools
 import logging
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Optional
 
 import torch
 from tqdm import tqdm
+
+from MedSRLib.errors import InputError
 
 from .board import RunLog
 from .distributed import Distributed
@@ -49,6 +52,13 @@ class Trainer:
         self.exporter = EXPORTERS.get(config["exporter"])(config)
         self.step, self.seconds, self.history = 0, 0.0, []
         self.log = RunLog(self.output, enabled=self.dist.is_main)
+        select = config["validation"]["select"]
+        if select and self.validator is not None:
+            scored = self.baseline_scores.get("bspline", {})
+            if select["metric"] not in scored:
+                raise InputError(f"validation.select picks by '{select['metric']}', which the "
+                                 f"'{config['validator']}' validator does not score against a B-spline baseline "
+                                 f"(it scores: {', '.join(scored) or 'no baseline'}).")
 
     @property
     def state_path(self) -> Path:
@@ -78,11 +88,16 @@ class Trainer:
     def export(self) -> Path:
         return self.exporter.export(self, self.output / MODEL_FILE)
 
+    @functools.cached_property
+    def baseline_scores(self) -> dict:
+        """{baseline name: scores} of the validator's baselines (interpolation), scored once per run."""
+        return self.validator.baselines()
+
     def selection_floor(self) -> float:
         """The lowest validation PSNR ``validation.select`` accepts: the validator's B-spline PSNR plus
         ``min_psnr_gain``, or no floor when that is null."""
         gain = self.config["validation"]["select"]["min_psnr_gain"]
-        return -float("inf") if gain is None else self.validator.baselines()["bspline"]["psnr"] + gain
+        return -float("inf") if gain is None else self.baseline_scores["bspline"]["psnr"] + gain
 
     def is_best(self, scores: dict) -> bool:
         """Whether ``scores`` (the latest validation) are the best of the run by ``validation.select``; the untrained
@@ -102,7 +117,7 @@ class Trainer:
         if self.resume() and self.dist.is_main:
             logger.info("Resuming %s at step %d.", self.output, self.step)
         if self.step == 0 and self.validator is not None:
-            for name, scores in self.validator.baselines().items():
+            for name, scores in self.baseline_scores.items():
                 self.log.scalars(0, {f"validation_{name}/{key}": value for key, value in scores.items()})
             self.validate()  # the untrained network: the start of the validation curve
         device = self.dist.device

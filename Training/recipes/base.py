@@ -110,6 +110,11 @@ class Recipe:
         """The network an exporter writes and its architecture ({name, params})."""
         raise NotImplementedError
 
+    def architecture(self, role: str) -> dict:
+        """The {name, params} the config gives ``networks.<role>``: what a checkpoint needs to rebuild it."""
+        spec = self.config["networks"][role]
+        return {"name": spec["name"], "params": spec["params"]}
+
     @property
     def validation_network(self) -> torch.nn.Module:
         """The network the validator scores."""

@@ -53,8 +53,7 @@ class FeaturePretrainingRecipe(Recipe):
 
     @property
     def exported(self) -> Tuple[torch.nn.Module, dict]:
-        spec = self.config["networks"]["feature_extractor"]
-        return self.networks["classifier"].features, {"name": spec["name"], "params": spec["params"]}
+        return self.networks["classifier"].features, self.architecture("feature_extractor")
 
     @property
     def validation_network(self) -> torch.nn.Module:

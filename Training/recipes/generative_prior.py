@@ -54,8 +54,7 @@ class GenerativePriorRecipe(Recipe):
 
     @property
     def exported(self) -> Tuple[torch.nn.Module, dict]:
-        spec = self.config["networks"]["generator"]
-        return self.networks["prior"].network, {"name": spec["name"], "params": spec["params"]}
+        return self.networks["prior"].network, self.architecture("generator")
 
     def train_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, float]:
         real = batch["target"]

@@ -77,8 +77,7 @@ class PairedGanRecipe(Recipe):
 
     @property
     def exported(self) -> Tuple[torch.nn.Module, dict]:
-        spec = self.config["networks"]["generator"]
-        return self.generator, {"name": spec["name"], "params": spec["params"]}
+        return self.generator, self.architecture("generator")
 
     def generate(self, generator: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """The super-resolved batch; recipes whose networks take more than the input override this."""

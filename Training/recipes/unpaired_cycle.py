@@ -42,8 +42,7 @@ class UnpairedCycleRecipe(Recipe):
 
     @property
     def exported(self) -> Tuple[torch.nn.Module, dict]:
-        spec = self.config["networks"]["generator"]
-        return self.networks["generator"], {"name": spec["name"], "params": spec["params"]}
+        return self.networks["generator"], self.architecture("generator")
 
     def train_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, float]:
         x, y = batch["x"], batch["y"]
