@@ -115,3 +115,43 @@ def test_without_a_scale_the_model_runs_on_the_scans_finely_sampled_slices(check
                    "--checkpoint", path, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert sitk.ReadImage(str(tmp_path / "sr.nrrd")).GetSize() == expected_size
+
+
+def test_two_planes_averages_the_model_on_two_slice_axes_each_with_its_slice_axis_b_splined(checkpoint, tmp_path):
+    # 4,4,4 with two_planes: the ×4 in-plane model on the slices along k (x, y ×4) with z B-splined ×4, and on the
+    # slices along j (x, z ×4) with y B-splined ×4, averaged; the result is on the corner-aligned ×4 grid.
+    from MedSRLib.api import super_resolve
+    from MedSRLib.grid.spline import corner_aligned_resample
+    from MedSRLib.io.volume import Volume
+    path, _ = checkpoint
+    volume = Volume(np.random.default_rng(2).random((5, 6, 7)).astype(np.float32), (1.0, 1.0, 2.0),
+                    origin=(3.0, -2.0, 1.0))
+    progress = []
+    both = super_resolve(volume, "msgan", (4, 4, 4), checkpoint=str(path), device="cpu", two_planes=True,
+                         progress=lambda done, total: progress.append(done / total))
+    axial = super_resolve(volume, "msgan", (4, 4, 1), checkpoint=str(path), device="cpu")
+    coronal = super_resolve(volume, "msgan", (4, 1, 4), checkpoint=str(path), device="cpu")
+    expected = (corner_aligned_resample(axial.array, (1, 1, 4), order=3)
+                + corner_aligned_resample(coronal.array, (1, 4, 1), order=3)) / 2
+    assert both.array.shape == (20, 24, 28)
+    np.testing.assert_allclose(both.array, expected, atol=1e-5)
+    np.testing.assert_allclose(both.spacing, (0.25, 0.25, 0.5))
+    # the first output voxel's centre sits 3/8 of an input voxel before the input's first centre, on every axis
+    np.testing.assert_allclose(both.origin, (3.0 - 0.375, -2.0 - 0.375, 1.0 - 0.75))
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    np.testing.assert_array_equal(volume.array, np.random.default_rng(2).random((5, 6, 7)).astype(np.float32))
+
+
+def test_two_planes_needs_a_factor_above_1_on_every_axis_and_without_it_a_3d_factor_is_refused(checkpoint, tmp_path):
+    from MedSRLib.api import super_resolve
+    from MedSRLib.errors import InputError
+    from MedSRLib.io.volume import Volume
+    path, _ = checkpoint
+    volume = Volume(np.random.default_rng(3).random((5, 6, 7)).astype(np.float32), (1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="two_planes is for a factor above 1 on all three axes"):
+        super_resolve(volume, "msgan", (4, 4, 1), checkpoint=str(path), device="cpu", two_planes=True)
+    with pytest.raises(InputError, match="for a 3D factor use a 3D method"):
+        super_resolve(volume, "msgan", (4, 4, 4), checkpoint=str(path), device="cpu")
+    result = medsr("super-resolve", "missing.nrrd", tmp_path / "sr.nrrd", "--method", "msgan", "--checkpoint", path,
+                   "--scale", "4,4,4", "--two-planes", "--device", "cpu", "--help")
+    assert "--two-planes" in result.stdout

@@ -124,3 +124,19 @@ def test_evaluation_command_refuses_training_volumes_and_bad_checkpoint_argument
         main(["--methods", "linear", "--checkpoint", "threeplayer=model.safetensors"])
     assert stop.value.code == 2
     assert "--checkpoint names threeplayer, which --methods does not list." in capsys.readouterr().err
+
+
+def test_method_options_reach_the_method_and_are_checked_before_any_work(capsys):
+    hr = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
+    isotropic_4 = [Degradation.from_key("isotropic-4")]
+    with pytest.raises(InputError, match="for a 3D factor use a 3D method"):
+        reference_table(["msgan"], isotropic_4, hr)
+    scores = reference_table(["msgan"], isotropic_4, hr, method_options={"msgan": {"two_planes": True}})
+    assert set(scores["isotropic ×4"]["msgan"]) >= {"psnr", "ssim"}
+    with pytest.raises(SystemExit) as stop:
+        main(["--methods", "msgan", "--option", "msgan:two_planes=maybe", "--rows", "isotropic-4"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: The option 'two_planes' must be True or False, not 'maybe'."
+    with pytest.raises(SystemExit):
+        main(["--methods", "msgan", "--option", "msgan-two_planes"])
+    assert "must look like METHOD:OPTION=VALUE" in capsys.readouterr().err

@@ -91,7 +91,8 @@ def test_an_in_plane_model_takes_its_slices_along_the_axis_the_scale_leaves_at_1
                                               r"axis\), not 4×1×2"):
         settings.for_run("m", (4, 1, 2))  # rows z ×2, columns x ×4: swapped
     with pytest.raises(InputError, match="super-resolves 2D slices in-plane: give a factor of 1 along the axis the "
-                                         "slices are taken along .*not 2×2×2; for a 3D factor use a 3D method"):
+                                         "slices are taken along .*not 2×2×2, or the option two_planes .*; for a 3D "
+                                         "factor use a 3D method"):
         settings.for_run("m", (2, 2, 2))
     # Several axes at 1: the checkpoint's own slice axis first, else the first that fits.
     square = InferenceSettings.from_metadata(metadata(axes="2d-in-plane", patch=[16, 16], slice_axis=1,

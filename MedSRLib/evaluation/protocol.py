@@ -196,21 +196,27 @@ def reference_table(methods: Sequence[str], degradations: Sequence[Degradation] 
                     hr_array: Optional[np.ndarray] = None,
                     progress: Optional[ProgressCallback] = None,
                     checkpoints: Optional[Dict[str, str]] = None,
-                    no_reference: bool = False) -> Dict[str, Dict[str, Dict[str, float]]]:
+                    no_reference: bool = False,
+                    method_options: Optional[Dict[str, Dict[str, object]]] = None
+                    ) -> Dict[str, Dict[str, Dict[str, float]]]:
     """{degradation label: {method: scores}} on ``hr_array`` (Colin27 from the data cache by default); a learned
-    method uses ``checkpoints[method]`` when given, else its shipped default model. ``no_reference`` adds
+    method uses ``checkpoints[method]`` when given, else its shipped default model, and each method its
+    ``method_options`` (its own options, e.g. {"rdst": {"two_planes": True}}). ``no_reference`` adds
     :func:`no_reference_scores` at the borders of each row's reference."""
     if hr_array is None:
         hr_array = read_volume(dataset_path("colin27")).array
     checkpoints = checkpoints or {}
+    method_options = method_options or {}
+    for method, options in method_options.items():
+        get_method(method).check_options(options)
     results = {}
     for row_index, degradation in enumerate(degradations):
         hr, lr = degradation.apply(hr_array)
         borders = reference_borders(hr, degradation) if no_reference else None
         row = results.setdefault(degradation.label, {})
         for method_index, method in enumerate(methods):
-            row[method] = _score(method, hr, lr, degradation, RunSettings(checkpoint=checkpoints.get(method)),
-                                 borders=borders)
+            settings = RunSettings(checkpoint=checkpoints.get(method), options=dict(method_options.get(method, {})))
+            row[method] = _score(method, hr, lr, degradation, settings, borders=borders)
             report(row_index * len(methods) + method_index + 1, len(methods) * len(degradations), progress)
     return results
 
@@ -244,6 +250,26 @@ def _checkpoint_argument(text: str) -> Tuple[str, str]:
     return method, checkpoint
 
 
+def _option_argument(text: str) -> Tuple[str, str, str]:
+    method, _, assignment = text.partition(":")
+    name, equals, value = assignment.partition("=")
+    if not (method and name and equals):
+        raise argparse.ArgumentTypeError(f"'{text}' must look like METHOD:OPTION=VALUE")
+    return method, name, value
+
+
+def method_options_from(arguments: Sequence[Tuple[str, str, str]]) -> Dict[str, Dict[str, object]]:
+    """``--option`` texts as {method: {option: value}}, each value converted to its declared kind; one sentence for
+    an option the method does not declare."""
+    options: Dict[str, Dict[str, object]] = {}
+    for method, name, text in arguments:
+        declared = {option.name: option for option in get_method(method).options}
+        if name not in declared:
+            get_method(method).check_options({name: text})  # raises the usual sentence naming its options
+        options.setdefault(method, {})[name] = declared[name].from_text(text)
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m MedSRLib.evaluation",
                                      description="Print the evaluation protocol's table (docs/protocol.md) on a held-out volume.")
@@ -255,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="degradations, e.g. isotropic-2.5 inplane-4 thick-8 (default: the nine rows of docs/protocol.md)")
     parser.add_argument("--checkpoint", action="append", default=[], type=_checkpoint_argument,
                         metavar="METHOD=CHECKPOINT", help="a learned method's checkpoint (default: its shipped model)")
+    parser.add_argument("--option", action="append", default=[], type=_option_argument,
+                        metavar="METHOD:OPTION=VALUE",
+                        help="one of a method's own options (`medsr methods`), e.g. rdst:two_planes=true")
     parser.add_argument("--no-reference", action="store_true",
                         help="also score each output without the reference and print a second table: mean PIQE over "
                              "the slices through the degraded axes (through-plane slices for thick rows) and edge "
@@ -272,13 +301,15 @@ def run_table(arguments: argparse.Namespace) -> None:
     arguments.methods = arguments.methods or ["linear", "bspline"]
     try:
         checkpoints = dict(arguments.checkpoint)
-        unused = sorted(set(checkpoints) - set(arguments.methods))
-        if unused:
-            raise InputError(f"--checkpoint names {', '.join(unused)}, which --methods does not list.")
+        method_options = method_options_from(arguments.option)
+        for flag, named in (("--checkpoint", checkpoints), ("--option", method_options)):
+            unused = sorted(set(named) - set(arguments.methods))
+            if unused:
+                raise InputError(f"{flag} names {', '.join(unused)}, which --methods does not list.")
         degradations = [Degradation.from_key(key) for key in arguments.rows]
         results = reference_table(arguments.methods, degradations, heldout_volume(arguments.volume),
                                   lambda done, total: print(f"{done}/{total}", file=sys.stderr, flush=True),
-                                  checkpoints, arguments.no_reference)
+                                  checkpoints, arguments.no_reference, method_options)
     except MedSRError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from MedSRLib.errors import CheckpointError
+from MedSRLib.errors import CheckpointError, InputError
 from MedSRLib.grid.geometry import array_factors, format_scale, output_shape
 from .base import Method, MethodKind, RunSettings
+from .options import MethodOption
 
 
 class NetworkMethod(Method):
@@ -135,9 +136,74 @@ class PatchNetworkMethod(NetworkMethod):
 
 class SliceNetworkMethod(NetworkMethod):
     """2D networks over the slices along one array axis (``axes = "2d-in-plane"``), or over the slices through the
-    thick axis of a volume first interpolated onto the output grid (``"2d-through-plane"``); patch and stride are 2D."""
+    thick axis of a volume first interpolated onto the output grid (``"2d-through-plane"``); patch and stride are 2D.
+
+    An in-plane model serves a factor above 1 on all three axes with ``two_planes``: it runs on the slices along one
+    array axis (scaling the other two) and cubic B-spline scales the slice axis, then the same along a second array
+    axis, and the two volumes are averaged — every axis gets the model's detail from at least one pass."""
     kind = MethodKind.SLICE_2D
     axes = "2d-in-plane"
+    options = (
+        MethodOption("two_planes", "bool", "for a factor above 1 on all three axes (e.g. 4,4,4): run the model on "
+                     "the slices along two array axes in turn, B-spline the remaining axis of each pass, and average "
+                     "the two (twice the time)", default=False),
+    )
+
+    def model_source(self, scale_xyz, settings: RunSettings) -> str:
+        from MedSRLib.models.inference_settings import three_axis_factor_error
+        from MedSRLib.models.scales import unit_axes
+        if settings.checkpoint is None and self.axes == "2d-in-plane" and not unit_axes(scale_xyz):
+            raise three_axis_factor_error(self.name, scale_xyz, "4×4×1 for axial slices")
+        return super().model_source(scale_xyz, settings)
+
+    def plane_passes(self, scale_xyz, settings: RunSettings):
+        """With ``two_planes``: [(the model's in-plane scale, the B-spline scale of the slice axis)] for the slices
+        along array axes 0 and 1 — each a scale (x, y, z) with a factor of 1 where the other has its factor; None
+        without the option."""
+        if not self.option_values(settings.options).get("two_planes"):
+            return None
+        factors = tuple(float(factor) for factor in scale_xyz)
+        if min(factors) <= 1:
+            raise InputError(f"Option two_planes is for a factor above 1 on all three axes, not "
+                             f"{format_scale(factors)}; leave it off to run the model on one set of slices.")
+        passes = []
+        for slice_axis in (0, 1):
+            xyz_axis = 2 - slice_axis
+            passes.append((tuple(1.0 if axis == xyz_axis else factor for axis, factor in enumerate(factors)),
+                           tuple(factor if axis == xyz_axis else 1.0 for axis, factor in enumerate(factors))))
+        return passes
+
+    def check_scale(self, scale_xyz, settings: RunSettings) -> None:
+        for in_plane, _ in self.plane_passes(scale_xyz, settings) or [(scale_xyz, None)]:
+            super().check_scale(in_plane, settings)
+
+    def normalisation(self, scale_xyz, settings: RunSettings) -> dict:
+        passes = self.plane_passes(scale_xyz, settings)
+        return super().normalisation(passes[0][0] if passes else scale_xyz, settings)
+
+    def tiled_pass(self, shape, scale_xyz, settings: RunSettings):
+        """With ``two_planes``, the first of the two passes (the second is the same work)."""
+        passes = self.plane_passes(scale_xyz, settings)
+        return super().tiled_pass(shape, passes[0][0] if passes else scale_xyz, settings)
+
+    def run(self, image, scale_xyz, spacing, settings: RunSettings):
+        from dataclasses import replace
+
+        from MedSRLib.grid.spline import corner_aligned_resample
+        passes = self.plane_passes(scale_xyz, settings)
+        if not passes:
+            return super().run(image, scale_xyz, spacing, settings)
+        settings.require_memory(2 * 4 * float(np.prod(output_shape(image.shape, scale_xyz))),
+                                f"Method '{self.name}' on two planes")
+        total = None
+        for index, (in_plane, slice_axis_scale) in enumerate(passes):
+            def pass_progress(done, total_steps, index=index):
+                if settings.progress is not None:
+                    settings.progress(int(1000 * (index + done / total_steps) / len(passes)), 1000)
+            in_plane_result = super().run(image, in_plane, spacing, replace(settings, progress=pass_progress))
+            result = corner_aligned_resample(in_plane_result, slice_axis_scale, order=3)
+            total = result if total is None else total + result
+        return total / len(passes)
 
     def default_scale(self, spacing_xyz, checkpoint=None):
         """An in-plane model's own default factors (``checkpoint``, else the method's first catalog model), on the

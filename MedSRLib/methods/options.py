@@ -71,6 +71,16 @@ class MethodOption:
         return ((self.minimum is None or value >= self.minimum)
                 and (self.maximum is None or value <= self.maximum))
 
+    def from_text(self, text: str):
+        """A value written as text (``true``, ``4``, ``gaussian``) as this option's kind; unchecked (see ``check``)."""
+        if self.kind == "bool":
+            return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+                text.strip().lower(), text)
+        try:
+            return {"float": float, "int": int}.get(self.kind, str)(text)
+        except ValueError:
+            return text
+
     def check(self, value, spelt: str) -> None:
         """Refuse a value the declaration does not allow, in one sentence naming the option as ``spelt``."""
         if not self.allows(value):

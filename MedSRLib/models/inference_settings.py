@@ -109,12 +109,17 @@ class InferenceSettings:
                                       f"{format_scale(scale)}.")
             return self
         if not unit_axes(scale):
-            raise InputError(f"Method '{method_name}' super-resolves 2D slices in-plane: give a factor of 1 along the "
-                             f"axis the slices are taken along (e.g. {format_scale(self.scales.default())} for "
-                             f"slices along {'zyx'[self.slice_axis]}), not {format_scale(scale)}; for a 3D factor use "
-                             "a 3D method such as arssr.")
+            raise three_axis_factor_error(method_name, scale, f"{format_scale(self.scales.default())} for slices "
+                                                              f"along {'zyx'[self.slice_axis]}")
         slice_axis = self.scales.serves_in_plane(scale, self.slice_axis)
         if slice_axis is not None:
             return replace(self, slice_axis=slice_axis)
         raise CheckpointError(f"Checkpoint supports the in-plane scales {self.scales.describe()} (their two in-plane "
                               f"factors on any slice axis), not {format_scale(scale)}.")
+
+
+def three_axis_factor_error(method_name: str, scale_xyz, example: str) -> InputError:
+    """The sentence for an in-plane method asked for a factor above 1 on all three axes."""
+    return InputError(f"Method '{method_name}' super-resolves 2D slices in-plane: give a factor of 1 along the axis the "
+                      f"slices are taken along (e.g. {example}), not {format_scale(scale_xyz)}, or the option "
+                      "two_planes to run it on two sets of slices; for a 3D factor use a 3D method such as arssr.")
