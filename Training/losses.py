@@ -1,5 +1,6 @@
 """Losses of the GAN recipes: relativistic average GAN (standard form), WGAN-GP, least squares, non-saturating with the
-R1 penalty, pixel L1 or L2, perceptual L1 or content + style, and the instance-noise schedule.
+R1 penalty, pixel L1 or L2, perceptual L1 or content + style, Dice for segmentation, and the instance-noise
+schedule.
 
 Critic outputs may be logit maps (a patch critic); expectations are means over every element. Notation follows
 METHODS.md §1: C = critic logits, σ = sigmoid, D_Ra(x_r, x_f) = σ(C(x_r) − E[C(x_f)]).
@@ -127,6 +128,21 @@ def feature_loss(sr_maps: Sequence[torch.Tensor], hr_maps: Sequence[torch.Tensor
     if form == "content-style":
         return content_style_loss(sr_maps, hr_maps)
     return sum(perceptual_loss(sr, hr) for sr, hr in zip(sr_maps, hr_maps)) / len(sr_maps)
+
+
+def dice_coefficients(probabilities: torch.Tensor, labels: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per class c, 2·Σ p_c·t_c / (Σ p_c + Σ t_c) over the batch and every pixel, where p are (B, C, …) class
+    probabilities and t the one-hot (B, …) integer ``labels``: the soft Dice, and the Dice of hard (one-hot)
+    predictions. ``eps`` makes a class absent from both count as a perfect 1."""
+    targets = F.one_hot(labels.long(), probabilities.shape[1]).movedim(-1, 1).to(probabilities.dtype)
+    axes = (0, *range(2, probabilities.dim()))
+    overlap = (probabilities * targets).sum(axes)
+    return (2 * overlap + eps) / (probabilities.sum(axes) + targets.sum(axes) + eps)
+
+
+def dice_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1 − the mean over classes of :func:`dice_coefficients`: 0 for a perfect prediction, 1 for a disjoint one."""
+    return 1 - dice_coefficients(probabilities, labels).mean()
 
 
 @dataclass(frozen=True)

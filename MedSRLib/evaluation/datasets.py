@@ -343,6 +343,15 @@ def dataset_path(name: str, cache_dir=None) -> Path:
     return Path(entry["path"])
 
 
+def dataset_extra_path(name: str, key: str, cache_dir=None) -> Path:
+    """The cached extra volume ``key`` of a dataset (e.g. the ``gm`` probability map of ``icbm2009a-nilearn``)."""
+    if key not in get_dataset(name).extras:
+        raise InputError(f"Dataset '{name}' has no '{key}' volume; datasets with one: "
+                         f"{', '.join(d.name for d in DATASETS if key in d.extras) or 'none'}.")
+    dataset_path(name, cache_dir)
+    return Path(load_manifest(_cache(cache_dir))[name]["extras"][key])
+
+
 def datasets_in_split(split: str) -> List[Dataset]:
     return [dataset for dataset in DATASETS if dataset.split == split]
 

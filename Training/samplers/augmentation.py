@@ -20,10 +20,15 @@ def bias_field(shape: Sequence[int], strength: float, rng: np.random.Generator) 
     return np.exp(log_field)
 
 
+def random_flips(dimensions: int, rng: np.random.Generator) -> tuple:
+    """An index that reverses each of ``dimensions`` axes with probability ½ (to flip an image and its labels alike)."""
+    return tuple(slice(None, None, -1) if rng.random() < 0.5 else slice(None) for _ in range(dimensions))
+
+
 def augment(window: np.ndarray, settings: dict, rng: np.random.Generator) -> np.ndarray:
     """A float32 copy of ``window`` with the augmentations ``settings`` switches on (``data.augment``)."""
     if settings.get("flip"):
-        window = window[tuple(slice(None, None, -1) if rng.random() < 0.5 else slice(None) for _ in window.shape)]
+        window = window[random_flips(window.ndim, rng)]
     window = np.array(window, dtype=np.float32)
     if settings.get("bias_field"):
         window *= bias_field(window.shape, settings["bias_field"], rng)

@@ -8,7 +8,7 @@ item): a run resumed at step s sees exactly the batches an uninterrupted run wou
 different ones.
 """
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -81,8 +81,9 @@ class WindowSampler:
         return cls(volumes, data["hr_patch"], planes, data["foreground_threshold"], data["foreground_fraction"],
                    data["augment"], config["seed"] + seed_offset)
 
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """One augmented float32 window."""
+    def locate(self, rng: np.random.Generator) -> Tuple[int, tuple]:
+        """(volume index, the index of a random window into that volume): a 2D window's index takes one slice of
+        its plane, so the window has the slice's two remaining axes."""
         plane = None if self.planes is None else self.planes[rng.integers(len(self.planes))]
         index = rng.integers(len(self.volumes))
         volume, centres = self.volumes[index], self.centres[index]
@@ -92,7 +93,10 @@ class WindowSampler:
             centre = [rng.integers(n) for n in volume.shape]
         shape = [1 if axis == plane else self.size for axis in range(3)]
         starts = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, shape, volume.shape)]
-        window = volume[tuple(slice(start, start + s) for start, s in zip(starts, shape))]
-        if plane is not None:
-            window = window[(slice(None),) * plane + (0,)]
-        return augment(window, self.augment_settings, rng)
+        return index, tuple(start if axis == plane else slice(start, start + s)
+                            for axis, (start, s) in enumerate(zip(starts, shape)))
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One augmented float32 window."""
+        index, window = self.locate(rng)
+        return augment(self.volumes[index][window], self.augment_settings, rng)
