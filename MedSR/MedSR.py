@@ -37,6 +37,10 @@ DEVICES = ("auto", "cuda", "mps", "cpu")
 # installed (a test checks that the two agree); "openvino" is shown only where the background process can import it.
 BACKENDS = ("auto", "torch", "openvino")
 BLENDS = ("gaussian", "average", "crop-margin")
+# What Super-resolve runs on: the input volume, the volumes checked in "Volumes", or every volume of the sequence whose
+# browser shows the input.
+APPLY_TO_INPUT, APPLY_TO_CHECKED, APPLY_TO_SEQUENCE = "input volume", "checked volumes", "every volume of its sequence"
+APPLY_TO = (APPLY_TO_INPUT, APPLY_TO_CHECKED, APPLY_TO_SEQUENCE)
 # The torch MedSR is tested with, pinned in every install path (pyproject, CI, here); PyTorchUtils picks the CUDA build.
 TORCH_REQUIREMENT = "==2.13.0"
 COMPARE_LAYOUT_ID = 50721  # any number unused by Slicer's built-in layouts
@@ -62,8 +66,9 @@ class MedSR(ScriptedLoadableModule):
             "Super-resolve an MRI or CT volume with interpolation baselines or learned networks (3D patch, 2D slice and "
             "per-scan self-supervised methods). Choose the input, the method and the scale per axis (a model's own "
             "scale or the thick axis is suggested; a scale you set is kept) or a target spacing in mm, then click "
-            "Super-resolve. The work runs in a background process with progress and Cancel; the settings are saved "
-            "with the scene. The compare view can add the difference to cubic B-spline, zoom every view together "
+            "Super-resolve, for the input, several checked volumes or every volume of the input's sequence. The work "
+            "runs in a background process with progress and Cancel; the settings are saved with the scene. The "
+            "compare view can add the difference to cubic B-spline, zoom every view together "
             "and, given a reference on the result's grid, a table of PSNR, SSIM and NRMSE. The README of the MedSR "
             "source describes the methods and their measured gains.")
         self.parent.acknowledgementText = (
@@ -77,8 +82,11 @@ class MedSRParameterNode:
     ``suggestedScale`` is the scale the panel last filled in itself ("x,y,z"), so any other scale is the user's;
     ``methodOptions`` the "Method options" values set, as JSON (MedSRLib.apps.panel.parse_stored_options);
     ``targetSpacing`` (mm) replaces the scale when above 0; ``differenceView`` adds a view of result − B-spline;
-    ``zoom`` magnifies the slice views together; ``referenceVolume`` gives the metrics table."""
+    ``zoom`` magnifies the slice views together; ``referenceVolume`` gives the metrics table; ``applyTo`` says
+    whether a run takes the input, the ``checkedVolumes`` or every volume of the input's sequence."""
     inputVolume: slicer.vtkMRMLScalarVolumeNode
+    applyTo: Annotated[str, Choice(APPLY_TO)] = APPLY_TO_INPUT
+    checkedVolumes: list[slicer.vtkMRMLScalarVolumeNode]
     method: str = "bspline"
     methodOptions: str = "{}"
     scaleX: Annotated[float, WithinRange(1.0, 8.0)] = 2.0
@@ -167,6 +175,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.methodOptionsSection = None
         self.methodOptionsForm = None
         self._methodOptionsShown = None  # (method, stored JSON) the "Method options" fields were built for
+        self.applyToComboBox = None
+        self.checkedVolumesComboBox = None
+        self._linesShown = 0             # the lines of a many-volume run already in the log
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -191,6 +202,17 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.memoryLabel = qt.QLabel("Choose an input volume.")
         self.memoryLabel.wordWrap = True
         self.ui.inputsCollapsibleButton.layout().addRow("Memory:", self.memoryLabel)
+        self.applyToComboBox = qt.QComboBox()
+        self.applyToComboBox.toolTip = ("Super-resolve the input volume, every volume checked below (each result "
+                                        "beside its input), or every volume of the sequence the input belongs to (one "
+                                        "output sequence in the same browser).")
+        self.ui.inputsCollapsibleButton.layout().insertRow(1, "Apply to:", self.applyToComboBox)
+        self.checkedVolumesComboBox = slicer.qMRMLCheckableNodeComboBox()
+        self.checkedVolumesComboBox.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+        self.checkedVolumesComboBox.addEnabled = self.checkedVolumesComboBox.removeEnabled = False
+        self.checkedVolumesComboBox.setMRMLScene(slicer.mrmlScene)
+        self.checkedVolumesComboBox.connect("checkedNodesChanged()", self.onCheckedVolumesChanged)
+        self.ui.inputsCollapsibleButton.layout().insertRow(2, "Volumes:", self.checkedVolumesComboBox)
         # Filled from the chosen method's option declarations by showMethodOptions.
         self.methodOptionsSection = ctk.ctkCollapsibleButton()
         self.methodOptionsSection.text = "Method options"
@@ -260,7 +282,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "device": ui.deviceComboBox, "backend": ui.backendComboBox, "compare": ui.compareCheckBox,
             "bsplineView": ui.bsplineViewCheckBox, "differenceView": ui.differenceViewCheckBox,
             "zoom": ui.zoomSliderWidget, "nearestDisplay": ui.nearestDisplayCheckBox,
-            "referenceVolume": ui.referenceSelector})
+            "referenceVolume": ui.referenceSelector, "applyTo": self.applyToComboBox})
         self.showDeviceAvailability()  # connecting refilled the device and backend lists
         self.showBackendAvailability()
         self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
@@ -283,6 +305,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.methodComboBox.currentIndex = index
             self.ui.methodComboBox.blockSignals(wasBlocked)
         self.ui.methodDescriptionLabel.text = choice.description
+        self.showCheckedVolumes()
         if (choice.method, parameters.methodOptions) != self._methodOptionsShown:
             self.showMethodOptions(choice.method)
         suggestionBasis = (parameters.inputVolume.GetID() if parameters.inputVolume else None, choice.key,
@@ -296,6 +319,21 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.memoryWarning = None
             self.estimateDelayTimer.start()
         self.updateApplyButton()
+
+    def showCheckedVolumes(self):
+        """The "Volumes" checks follow the parameter node; the field shows only when checked volumes are run."""
+        box = self.checkedVolumesComboBox
+        box.visible = self._parameterNode.applyTo == APPLY_TO_CHECKED
+        checked = {node.GetID() for node in self._parameterNode.checkedVolumes if node is not None}
+        wasBlocked = box.blockSignals(True)
+        for index in range(box.nodeCount()):
+            node = box.nodeFromIndex(index)
+            box.setCheckState(node, qt.Qt.Checked if node.GetID() in checked else qt.Qt.Unchecked)
+        box.blockSignals(wasBlocked)
+
+    def onCheckedVolumesChanged(self):
+        if self._parameterNode is not None:
+            self._parameterNode.checkedVolumes = list(self.checkedVolumesComboBox.checkedNodes())
 
     def updateScale(self, choice):
         """Show the model's scale or the input's thick-axis guess, unless the user set a scale of their own; a target
@@ -376,8 +414,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateApplyButton(self):
         running = self.logic.job is not None and self.logic.job.active
         self.ui.applyButton.text = "Cancel" if running else "Super-resolve"
-        self.ui.applyButton.enabled = running or (self._parameterNode is not None
-                                                  and self._parameterNode.inputVolume is not None)
+        parameters = self._parameterNode
+        self.ui.applyButton.enabled = running or (parameters is not None and bool(
+            parameters.checkedVolumes if parameters.applyTo == APPLY_TO_CHECKED else parameters.inputVolume))
 
     # --- devices and memory, probed in the background process ---------------------------------------------------
 
@@ -462,28 +501,42 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.clear()
         self.ui.metricsTableView.visible = False
         self.ui.metricsNoteLabel.text = ""
+        self._linesShown = 0
         try:
             methodOptions = method_run_options(choice.method, parse_stored_options(parameters.methodOptions))
             scale, scaleOptions = scale_or_target_spacing(self.scale(), parameters.targetSpacing)
-            # The metrics table scores B-spline too, so a reference asks for the comparison.
-            compareBSpline = (parameters.compare and parameters.bsplineView) or parameters.referenceVolume is not None
-            self.logic.startJob(parameters.inputVolume, choice.method, scale, checkpoint=choice.checkpoint,
-                                compareBSpline=compareBSpline,
-                                differenceToBSpline=parameters.compare and parameters.differenceView,
-                                log=self.appendLog, onUpdate=self.onJobUpdate, **self.runOptions(), **scaleOptions,
-                                **methodOptions)
+            options = {"checkpoint": choice.checkpoint, "log": self.appendLog, "onUpdate": self.onJobUpdate,
+                       **self.runOptions(), **scaleOptions, **methodOptions}
+            if parameters.applyTo == APPLY_TO_CHECKED:
+                self.logic.startVolumesJob(parameters.checkedVolumes, choice.method, scale, **options)
+            elif parameters.applyTo == APPLY_TO_SEQUENCE:
+                self.logic.startSequenceJob(parameters.inputVolume, choice.method, scale, **options)
+            else:
+                self.logic.startJob(parameters.inputVolume, choice.method, scale,
+                                    compareBSpline=parameters.compare and parameters.bsplineView,
+                                    differenceToBSpline=parameters.compare and parameters.differenceView,
+                                    referenceNode=parameters.referenceVolume, **options)
         except MedSRError as error:
             slicer.util.errorDisplay(str(error), windowTitle="MedSR")
 
     def onJobUpdate(self, job):
+        from MedSRLib.apps.mrml import SequenceJob, VolumeNodesJob
         from MedSRLib.apps.process import JobState
         done, total = job.progress
         self.ui.progressBar.maximum = max(total, 1)
         self.ui.progressBar.value = done if job.active else self.ui.progressBar.maximum
         self.ui.etaLabel.text = job.status_text()
+        for line in getattr(job, "lines", [])[self._linesShown:]:  # one line per volume of a many-volume run
+            self.appendLog(line)
+            self._linesShown += 1
         self.updateApplyButton()
         if job.state == JobState.DONE:
-            self.showResult(job)
+            if isinstance(job, VolumeNodesJob):
+                slicer.util.setSliceViewerLayers(background=list(job.resultNodes.values())[-1], fit=True)
+            elif isinstance(job, SequenceJob):
+                slicer.util.setSliceViewerLayers(background=job.outputProxy, fit=True)
+            else:
+                self.showResult(job)
         elif job.state == JobState.FAILED:
             slicer.util.errorDisplay(job.message, windowTitle="MedSR")
 
@@ -491,9 +544,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(line)
 
     def showResult(self, job):
-        from MedSRLib.apps.mrml import addMetricsTableNode
+        from MedSRLib.apps.mrml import METRICS
         from MedSRLib.apps.process import COMPARISON, DIFFERENCE, RESULT
-        from MedSRLib.errors import InputError
         parameters = self.logic.getParameterNode()  # the panel may have been left while the job ran
         inputNode, resultNode = job.inputNode, job.resultNodes[RESULT]
         comparisonNode, differenceNode = job.resultNodes.get(COMPARISON), job.resultNodes.get(DIFFERENCE)
@@ -504,18 +556,13 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=resultNode, fit=True)
         self.logic.zoomSliceViews(parameters.zoom)
         self.logic.setNearestDisplay(inputNode, parameters.nearestDisplay)
-        referenceNode = parameters.referenceVolume
-        if referenceNode is None:
+        if job.referenceNode is None:
             return
-        scored = {resultNode.GetAttribute("MedSR.method"): resultNode}
-        if comparisonNode is not None:
-            scored["bspline"] = comparisonNode
-        try:
-            table = addMetricsTableNode(referenceNode, scored, f"{resultNode.GetName()} metrics")
-        except InputError as error:  # the reference is on another grid: one sentence instead of the table
-            self.ui.metricsNoteLabel.text = str(error)
+        table = job.resultNodes.get(METRICS)
+        if table is None:  # e.g. the reference is on another grid: one sentence instead of the table
+            self.ui.metricsNoteLabel.text = job.metrics_error
             return
-        self.ui.metricsNoteLabel.text = f"Against {referenceNode.GetName()} (table {table.GetName()}):"
+        self.ui.metricsNoteLabel.text = f"Against {job.referenceNode.GetName()} (table {table.GetName()}):"
         self.ui.metricsTableView.setMRMLTableNode(table)
         self.ui.metricsTableView.visible = True
 
@@ -550,13 +597,39 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         return True
 
     def startJob(self, inputNode, method, scale, checkpoint=None, compareBSpline=False, differenceToBSpline=False,
-                 log=None, onUpdate=None, **options):
+                 referenceNode=None, log=None, onUpdate=None, **options):
         """Start super-resolving ``inputNode`` in a background process (``scale`` None when ``options`` give a
         ``target_spacing``) and return the ``MedSRLib.apps.mrml.VolumeNodeJob`` at once; a QTimer advances it and
         calls ``onUpdate(job)`` after each step. On DONE, ``job.resultNodes["result"]`` is the new volume (with
-        ``compareBSpline`` also ``"comparison"``, with ``differenceToBSpline`` ``"difference"``, result − B-spline);
-        on CANCELLED or FAILED the scene is as it was and ``job.message`` says why."""
+        ``compareBSpline`` also ``"comparison"``, with ``differenceToBSpline`` ``"difference"``, result − B-spline,
+        with a ``referenceNode`` ``"metrics"``, the table of the scores the background process computed, unless
+        ``job.metrics_error`` says why not); on CANCELLED or FAILED the scene is as it was and ``job.message`` says
+        why."""
         from MedSRLib.apps.mrml import VolumeNodeJob
+        return self._start(lambda **jobOptions: VolumeNodeJob(
+            inputNode, method, scale, options, compare_bspline=compareBSpline,
+            difference_to_bspline=differenceToBSpline, referenceNode=referenceNode, **jobOptions),
+            method, checkpoint, options, log, onUpdate)
+
+    def startVolumesJob(self, inputNodes, method, scale, checkpoint=None, log=None, onUpdate=None, **options):
+        """As :meth:`startJob` for each of ``inputNodes`` in turn (``MedSRLib.apps.mrml.VolumeNodesJob``): each result
+        beside its input (``job.resultNodes`` by input node ID), one line per volume in ``job.lines``; a failed volume
+        does not stop the others."""
+        from MedSRLib.apps.mrml import VolumeNodesJob
+        return self._start(lambda **jobOptions: VolumeNodesJob(inputNodes, method, scale, options, **jobOptions),
+                           method, checkpoint, options, log, onUpdate)
+
+    def startSequenceJob(self, proxyNode, method, scale, checkpoint=None, log=None, onUpdate=None, **options):
+        """As :meth:`startJob` for every volume of the sequence whose browser shows ``proxyNode``
+        (``MedSRLib.apps.mrml.SequenceJob``): one output sequence (``job.outputSequence``) synchronised in the same
+        browser, its proxy ``job.outputProxy``; one line per item in ``job.lines``."""
+        from MedSRLib.apps.mrml import SequenceJob
+        return self._start(lambda **jobOptions: SequenceJob(proxyNode, method, scale, options,
+                                                          sequencesLogic=slicer.modules.sequences.logic(),
+                                                          **jobOptions),
+                           method, checkpoint, options, log, onUpdate)
+
+    def _start(self, makeJob, method, checkpoint, options, log, onUpdate):
         from MedSRLib.errors import MedSRError
         from MedSRLib.methods import get_method
         if self.job is not None and self.job.active:
@@ -565,8 +638,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             ensurePyTorch()
         if checkpoint is not None:
             options["checkpoint"] = checkpoint
-        self.job = VolumeNodeJob(inputNode, method, scale, options, compare_bspline=compareBSpline,
-                                 difference_to_bspline=differenceToBSpline, python=backgroundPython(), log=log)
+        self.job = makeJob(python=backgroundPython(), log=log)
         self._onJobUpdate = onUpdate
         self.job.start()
         if self._jobTimer is None:
@@ -654,7 +726,8 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
 class MedSRTest(ScriptedLoadableModuleTest):
     """Runs in a real Slicer (Reload and Test, or ctest): the logic and the panel on SampleData MRHead with B-spline,
-    cancelled runs, the difference to B-spline and the metrics table, and, if shipped, a learned model."""
+    cancelled runs, the difference to B-spline and the metrics table, several volumes and a sequence, and, if
+    shipped, a learned model."""
     TIMEOUT_S = 300
 
     def setUp(self):
@@ -665,6 +738,8 @@ class MedSRTest(ScriptedLoadableModuleTest):
         self.test_BSplineOnMRHead()
         self.setUp()
         self.test_DifferenceAndMetrics()
+        self.setUp()
+        self.test_ManyVolumesAndSequence()
         self.setUp()
         self.test_Panel()
         self.setUp()
@@ -747,9 +822,8 @@ class MedSRTest(ScriptedLoadableModuleTest):
         import numpy as np
         import SampleData
         from MedSRLib.apps.compare import scores_against_reference
-        from MedSRLib.apps.mrml import DIFFERENCE_COLOR_NODE_IDS, METRIC_COLUMNS, addMetricsTableNode, volumeFromNode
+        from MedSRLib.apps.mrml import DIFFERENCE_COLOR_NODE_IDS, METRIC_COLUMNS, METRICS, volumeFromNode
         from MedSRLib.apps.process import COMPARISON, DIFFERENCE, JobState, RESULT
-        from MedSRLib.errors import InputError
         inputNode = SampleData.downloadSample("MRHead")
         self.delayDisplay("Linear ×(1, 1, 2) with its difference to B-spline")
         job = MedSRLogic().startJob(inputNode, "linear", (1, 1, 2), compareBSpline=True, differenceToBSpline=True)
@@ -769,18 +843,72 @@ class MedSRTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("The metrics table against a reference on the result's grid, then on another grid")
         referenceNode = slicer.util.addVolumeFromArray(arrays[1] * 0.9 + 5.0, self.ijkToRAS(resultNode), "reference")
-        table = addMetricsTableNode(referenceNode, {"linear": resultNode, "bspline": bsplineNode}, "metrics")
-        expected = scores_against_reference({"linear": volumeFromNode(resultNode),
+        job = MedSRLogic().startJob(inputNode, "linear", (1, 1, 2), referenceNode=referenceNode)
+        self.waitWhile(lambda: job.active)
+        self.assertEqual(job.state, JobState.DONE, job.message)
+        table = job.resultNodes[METRICS]  # scored in the background process
+        expected = scores_against_reference({"linear": volumeFromNode(job.resultNodes[RESULT]),
                                              "bspline": volumeFromNode(bsplineNode)}, volumeFromNode(referenceNode))
         self.assertEqual([table.GetColumnName(column) for column in range(table.GetNumberOfColumns())],
                          ["method"] + [title for title, _, _ in METRIC_COLUMNS])
         for row, method in enumerate(("linear", "bspline")):
             self.assertEqual(table.GetCellText(row, 0), method)
             for column, (_, key, _) in enumerate(METRIC_COLUMNS, start=1):
-                self.assertAlmostEqual(table.GetTable().GetValue(row, column).ToDouble(), expected[method][key])
-        with self.assertRaisesRegex(InputError, "different grids"):
-            addMetricsTableNode(inputNode, {"linear": resultNode}, "metrics")
+                self.assertAlmostEqual(table.GetTable().GetValue(row, column).ToDouble(), expected[method][key],
+                                       places=5)
+        tables = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+        job = MedSRLogic().startJob(inputNode, "linear", (1, 1, 2), referenceNode=inputNode)  # the input's grid
+        self.waitWhile(lambda: job.active)
+        self.assertEqual(job.state, JobState.DONE, job.message)
+        self.assertIn("different grids", job.metrics_error)
+        self.assertNotIn(METRICS, job.resultNodes)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLTableNode"), tables)
         self.delayDisplay("Difference and metrics test passed")
+
+    def test_ManyVolumesAndSequence(self):
+        """B-spline ×(1, 1, 2) on three volumes, the middle one constant (refused by the background process) without
+        stopping the others; then on every volume of a three-item sequence, into one output sequence."""
+        import numpy as np
+        import SampleData
+        from MedSRLib.apps.process import JobState
+        mrHead = SampleData.downloadSample("MRHead")
+        crop = np.array(slicer.util.arrayFromVolume(mrHead)[:, :48, :48])  # keeps the runs short
+        volumes = [slicer.util.addVolumeFromArray(array, self.ijkToRAS(mrHead), name) for name, array in (
+            ("first", crop), ("constant", np.full_like(crop, 7)), ("last", crop[::-1].copy()))]
+        self.delayDisplay("Three volumes, one failing")
+        logic = MedSRLogic()
+        job = logic.startVolumesJob(volumes, "bspline", (1, 1, 2))
+        self.waitWhile(lambda: job.active)
+        self.assertEqual((job.state, job.message), (JobState.DONE, "Done: 2 of 3 volumes super-resolved, 1 failed."))
+        self.assertEqual(len(job.lines), 3)
+        self.assertTrue(job.lines[1].startswith("constant: failed: "), job.lines[1])
+        for node in (volumes[0], volumes[2]):
+            self.assertCornerAligned(node, job.resultNodes[node.GetID()], (1, 1, 2))
+        for pid in job.child_pids:
+            with self.assertRaises(OSError):
+                os.kill(pid, 0)
+
+        self.delayDisplay("Every volume of a sequence")
+        sequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", "cine")
+        for index, array in enumerate((crop, crop * 2, crop[::-1].copy())):
+            item = slicer.vtkMRMLScalarVolumeNode()
+            item.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(self.ijkToRAS(mrHead)))
+            slicer.util.updateVolumeFromArray(item, array)
+            sequence.SetDataNodeAtValue(item, str(index))
+        browser = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "cine browser")
+        browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+        slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+        job = logic.startSequenceJob(browser.GetProxyNode(sequence), "bspline", (1, 1, 2))
+        self.waitWhile(lambda: job.active)
+        self.assertEqual((job.state, job.message), (JobState.DONE, "Done: 3 of 3 sequence items super-resolved."))
+        output = job.outputSequence
+        self.assertEqual(output.GetNumberOfDataNodes(), 3)
+        self.assertEqual([output.GetNthIndexValue(n) for n in range(3)], ["0", "1", "2"])
+        for n in range(3):
+            self.assertCornerAligned(sequence.GetNthDataNode(n), output.GetNthDataNode(n), (1, 1, 2))
+        self.assertTrue(browser.IsSynchronizedSequenceNodeID(output.GetID()))
+        self.assertIs(job.outputProxy, browser.GetProxyNode(output))
+        self.delayDisplay("Many volumes test passed")
 
     def test_Panel(self):
         """The panel: settings through the parameter node, Super-resolve, the result, the zoom, then Cancel."""

@@ -29,11 +29,14 @@ from MedSRLib.apps.mrml import INPUT_REMOVED_MESSAGE, SCENE_CLOSED_MESSAGE, Volu
 
 MODULE_FILE = Path(__file__).resolve().parents[1] / "MedSR" / "MedSR.py"
 # Methods the background process registers through MEDSR_EXTRA_METHODS: one waits to be stopped (so a test can act
-# while the child is surely running), one fails after its first progress step.
+# while the child is surely running), one fails after its first progress step; for many-volume runs
+# (Testing/test_many_volumes.py), two that interpolate linearly except on slices over 2 mm thick, where one fails after
+# its first progress step and the other waits there.
 TEST_METHODS = textwrap.dedent('''
     import time
     from MedSRLib.errors import MedSRError
     from MedSRLib.methods.base import Method, register
+    from MedSRLib.methods.spline_interpolation import LinearInterpolation
     from MedSRLib.progress import report
 
     @register
@@ -51,6 +54,26 @@ TEST_METHODS = textwrap.dedent('''
         def run(self, image, scale_xyz, spacing, settings):
             report(1, 2, settings.progress)
             raise MedSRError("The test method failed midway.")
+
+    @register
+    class FailsOnThickSlices(LinearInterpolation):
+        name = "test-fail-thick"
+
+        def run(self, image, scale_xyz, spacing, settings):
+            report(1, 10, settings.progress)
+            if spacing[2] > 2:
+                self.stop()
+            return super().run(image, scale_xyz, spacing, settings)
+
+        def stop(self):
+            raise MedSRError("The test method failed midway.")
+
+    @register
+    class WaitsOnThickSlices(FailsOnThickSlices):
+        name = "test-wait-thick"
+
+        def stop(self):
+            time.sleep(600)
 ''')
 
 

@@ -1,10 +1,10 @@
 """What the MedSR compare view shows, without Qt or Slicer, so CI can test it: a result's difference to cubic B-spline
 with the window that centres it at 0, the field of view of zoomed slice views, and the scores of a result and of
 B-spline against a reference volume on the same grid.
-``MedSRLib.apps.worker`` computes the difference in the background process; ``MedSRLib.apps.mrml`` puts the
-difference and the scores into the scene; ``MedSR/MedSR.py`` sets the slice views' fields of view.
+``MedSRLib.apps.worker`` computes the difference and the scores in the background process; ``MedSRLib.apps.mrml``
+puts them into the scene; ``MedSR/MedSR.py`` sets the slice views' fields of view.
 """
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from MedSRLib.errors import InputError
 from MedSRLib.evaluation.metrics import compare
 from MedSRLib.grid.intensity import Normaliser
 from MedSRLib.io.volume import Volume
+from MedSRLib.progress import ProgressCallback, report
 
 # The difference's window reaches from minus to plus this percentile of |result − B-spline|, so a few extreme voxels
 # do not wash out the rest.
@@ -80,11 +81,13 @@ def _describe_grid(volume: Volume) -> str:
             f"at ({', '.join(f'{v:g}' for v in volume.origin)})")
 
 
-def scores_against_reference(volumes: Dict[str, Volume], reference: Volume) -> Dict[str, dict]:
+def scores_against_reference(volumes: Dict[str, Volume], reference: Volume,
+                             progress: Optional[ProgressCallback] = None) -> Dict[str, dict]:
     """:func:`MedSRLib.evaluation.metrics.compare`'s scores (PSNR, PSNR foreground, SSIM, NRMSE) of each of
     ``volumes`` (by method name) against ``reference``, normalised as the evaluation protocol does
     (docs/protocol.md): the reference's 0.5 and 99.5 percentiles mapped to [0, 1] and clipped, for the reference and
-    each volume alike. A volume on another grid than the reference is one sentence (InputError)."""
+    each volume alike; ``progress`` counts the volumes scored. A volume on another grid than the reference is one
+    sentence (InputError)."""
     for name, volume in volumes.items():
         if not _same_grid(volume, reference):
             raise InputError(f"The reference ({_describe_grid(reference)}) and the {name} result "
@@ -92,5 +95,9 @@ def scores_against_reference(volumes: Dict[str, Volume], reference: Volume) -> D
                              "on the result's grid.")
     normaliser = Normaliser.fit(np.asarray(reference.array, dtype=np.float32), clip=True)
     normalised_reference = normaliser.forward(reference.array)
-    return {name: compare(normaliser.forward(volume.array), normalised_reference)
-            for name, volume in volumes.items()}
+    scores = {}
+    for name, volume in volumes.items():
+        report(len(scores), len(volumes), progress)
+        scores[name] = compare(normaliser.forward(volume.array), normalised_reference)
+    report(len(scores), len(volumes), progress)
+    return scores

@@ -8,6 +8,7 @@ child's stdout, where protocol lines report progress (``MEDSR-PROGRESS <done>/<t
 :class:`SuperResolveJob` is one super-resolution advanced by :meth:`SuperResolveJob.poll`: each call does one bounded
 step (a slab of the input written, the child's new output lines read, or a slab of the result read back), so a GUI
 timer can drive it without a nested event loop, and :meth:`SuperResolveJob.cancel` works between any two steps.
+:class:`JobSeries` runs several such jobs one after another as one job, a failed one not stopping the rest.
 :class:`DeviceProbe` asks a child which devices exist, their free memory and what a run would need.
 :class:`ProcessRunner` starts a child in its own process group, reads its output in threads and cancels it with its
 children.
@@ -274,10 +275,11 @@ def worker_command(python: Optional[str], *arguments: str) -> Tuple[List[str], d
 
 
 class JobFolder:
-    """The files a job's parent and child share: the request and each volume (``input``, ``result``, ``comparison``,
-    ``difference``)
-    as a ``.npy`` array beside a JSON header with its geometry and metadata."""
+    """The files a job's parent and child share: the request, each volume (``input``, ``reference``, ``result``,
+    ``comparison``, ``difference``) as a ``.npy`` array beside a JSON header with its geometry and metadata, and the
+    scores against the reference."""
     REQUEST = "request.json"
+    METRICS = "metrics.json"   # {"scores": {method: compare's scores}} or {"error": one sentence}
 
     def __init__(self, path):
         self.path = Path(path)
@@ -335,7 +337,7 @@ class SlabCopy:
 class JobState(str, Enum):
     IDLE = "idle"
     PREPARING = "preparing"   # writing the input for the child, a slab per poll
-    RUNNING = "running"       # the child super-resolves (and computes the B-spline comparison)
+    RUNNING = "running"       # the child super-resolves (and computes the B-spline comparison and the metrics)
     IMPORTING = "importing"   # reading the child's results back, a slab per poll
     DONE = "done"
     CANCELLED = "cancelled"
@@ -343,30 +345,56 @@ class JobState(str, Enum):
 
 
 ACTIVE_STATES = frozenset({JobState.PREPARING, JobState.RUNNING, JobState.IMPORTING})
-RESULT, COMPARISON, DIFFERENCE = "result", "comparison", "difference"
+_logger = logging.getLogger(__name__)
 
 
-class SuperResolveJob:
+def failure_sentence(error: Exception) -> str:
+    """The one sentence a job ends with when a step raised ``error`` (call it in the ``except`` block): a MedSRError's
+    own; anything else (a bug, an OS error) is logged with its traceback and named."""
+    if isinstance(error, MedSRError):
+        return str(error)
+    _logger.exception("MedSR job step failed")
+    return f"The processing failed unexpectedly ({type(error).__name__}: {error})."
+
+
+RESULT, COMPARISON, DIFFERENCE, REFERENCE = "result", "comparison", "difference", "reference"
+
+
+class ActiveWhileWorking:
+    """``active``: True while the job is preparing, running or importing (its ``state`` in ACTIVE_STATES)."""
+    state: JobState
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+class SuperResolveJob(ActiveWhileWorking):
     """One :func:`MedSRLib.super_resolve` call in a background process, advanced one bounded step per :meth:`poll`.
 
-    ``start()`` enters PREPARING; polls write the input, run the child (RUNNING), read the result back (IMPORTING)
-    and end in DONE (``results`` holds ``"result"``, with ``compare_bspline`` the cubic B-spline ``"comparison"`` on
-    the same grid, with ``difference_to_bspline`` the ``"difference"`` result − B-spline), FAILED or CANCELLED, with
-    one sentence in ``message``. Whatever the end, the child is gone and the job folder removed. ``stage`` and
-    ``progress`` describe the current step for a progress bar. A subclass that reads its input only when the job
-    starts passes ``volume=None`` and sets it in ``_begin``.
+    ``start()`` enters PREPARING; polls write the input (and the ``reference``), run the child (RUNNING), read the
+    result back (IMPORTING) and end in DONE (``results`` holds ``"result"``, with ``compare_bspline`` the cubic
+    B-spline ``"comparison"`` on the same grid, with ``difference_to_bspline`` the ``"difference"`` result −
+    B-spline), FAILED or CANCELLED, with one sentence in ``message``. With a ``reference`` the child also scores the
+    result and B-spline against it (:func:`MedSRLib.apps.compare.scores_against_reference`): ``metrics`` maps each
+    method to its scores, or ``metrics_error`` says in one sentence why there are none (the result still comes).
+    Whatever the end, the child is gone and the job folder removed. ``stage`` and ``progress`` describe the current
+    step for a progress bar. A subclass that reads its volumes only when the job starts passes ``volume=None`` (and
+    ``score_against_reference``) and sets ``volume`` and ``reference`` in ``_begin``.
     """
-    _logger = logging.getLogger(__name__)
-
     def __init__(self, volume: Optional[Volume], method: str = "bspline", scale=2, options: Optional[dict] = None, *,
-                 compare_bspline: bool = False, difference_to_bspline: bool = False, python: Optional[str] = None,
-                 log: Optional[LogCallback] = None, step_bytes: int = STEP_BYTES):
+                 compare_bspline: bool = False, difference_to_bspline: bool = False,
+                 reference: Optional[Volume] = None, score_against_reference: Optional[bool] = None,
+                 python: Optional[str] = None, log: Optional[LogCallback] = None, step_bytes: int = STEP_BYTES):
         self.volume = volume
+        self.reference = reference
         self.method = method
         self.request = {"method": method, "scale": scale if scale is None or isinstance(scale, (str, int, float)) else
                         [float(value) for value in scale],
                         "options": dict(options or {}), "compare_bspline": compare_bspline and method != "bspline",
-                        "difference_to_bspline": difference_to_bspline and method != "bspline"}
+                        "difference_to_bspline": difference_to_bspline and method != "bspline",
+                        "score_against_reference": reference is not None if score_against_reference is None
+                        else score_against_reference}
         self.python = python
         self.log = log
         self.step_bytes = step_bytes
@@ -376,13 +404,11 @@ class SuperResolveJob:
         self.stage_started = time.monotonic()
         self.progress: Tuple[int, int] = (0, 0)
         self.results: Dict[str, Volume] = {}
+        self.metrics: Optional[Dict[str, dict]] = None
+        self.metrics_error: Optional[str] = None
         self._folder: Optional[JobFolder] = None
         self._runner: Optional[ProcessRunner] = None
         self._copies: List[SlabCopy] = []
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
 
     @property
     def child_pid(self) -> Optional[int]:
@@ -416,11 +442,8 @@ class SuperResolveJob:
     def _guarded(self, step: Callable[[], None]) -> None:
         try:
             step()
-        except MedSRError as error:
-            self._end(JobState.FAILED, str(error))
-        except Exception as error:  # a bug or an OS error: logged, and the job still ends cleanly with one message
-            self._logger.exception("MedSR job step failed")
-            self._end(JobState.FAILED, f"The processing failed unexpectedly ({type(error).__name__}: {error}).")
+        except Exception as error:  # even a bug ends the job cleanly, with one message
+            self._end(JobState.FAILED, failure_sentence(error))
 
     def _enter(self, state: JobState, stage: str) -> None:
         self.state = state
@@ -432,12 +455,15 @@ class SuperResolveJob:
     def _begin(self) -> None:
         self._folder = JobFolder.create()
         self._folder.write_json(JobFolder.REQUEST, self.request)
-        self._folder.write_header("input", self.volume)
-        source = self.volume.array
-        target = np.lib.format.open_memmap(self._folder.array_path("input"), mode="w+", dtype=source.dtype,
-                                           shape=source.shape)
-        self._copies = [SlabCopy(source, target, self.step_bytes)]
+        sent = {"input": self.volume, REFERENCE: self.reference if self.request["score_against_reference"] else None}
+        self._copies = [self._copy_into_folder(name, volume) for name, volume in sent.items() if volume is not None]
         self._enter(JobState.PREPARING, "Writing the input volume for the background process")
+
+    def _copy_into_folder(self, name: str, volume: Volume) -> SlabCopy:
+        self._folder.write_header(name, volume)
+        target = np.lib.format.open_memmap(self._folder.array_path(name), mode="w+", dtype=volume.array.dtype,
+                                           shape=volume.array.shape)
+        return SlabCopy(volume.array, target, self.step_bytes)
 
     def _copy_step(self) -> bool:
         """Copy the next slab; True once every copy is complete."""
@@ -450,7 +476,8 @@ class SuperResolveJob:
     def _write_input(self) -> None:
         if not self._copy_step():
             return
-        self._copies[0].target.flush()
+        for copy in self._copies:
+            copy.target.flush()
         self._copies = []
         command, env = worker_command(self.python, "run", str(self._folder.path))
         self._runner = ProcessRunner(command, log=self.log, env=env)
@@ -476,6 +503,9 @@ class SuperResolveJob:
             return
         self.results = {name: self._folder.volume(name, copy.target)
                         for name, copy in zip(self.output_names, self._copies)}
+        if self.request["score_against_reference"]:
+            metrics = self._folder.read_json(JobFolder.METRICS)
+            self.metrics, self.metrics_error = metrics.get("scores"), metrics.get("error")
         self._deliver()
         self._end(JobState.DONE, self.done_message())
 
@@ -503,6 +533,168 @@ class SuperResolveJob:
         if self._folder is not None:
             self._folder.remove()
             self._folder = None
+        self.state, self.message = state, message
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """How one volume of a :class:`JobSeries` ended: DONE, FAILED or CANCELLED, or IDLE when it never ran."""
+    name: str
+    state: JobState
+    message: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.name}: {'failed: ' if self.state == JobState.FAILED else ''}{self.message}"
+
+
+NOT_RUN_MESSAGE = "not run."
+
+
+class JobSeries(ActiveWhileWorking):
+    """Several jobs (:class:`SuperResolveJob` or a subclass), one background process at a time, driven like one job:
+    ``start()``, then ``poll()`` until ``active`` is False; ``cancel()`` stops the running one and skips the rest.
+
+    ``make_job(n)`` builds the job of item ``n`` (named ``names[n]``) when its turn comes. An item that fails does not
+    stop the others: ``outcomes`` gets its line and the next item starts. While active, ``state``, ``stage`` and
+    ``child_pid`` are the current item's and ``progress`` counts the items ended; at the end ``state`` is DONE when at
+    least one item is done (``_deliver`` then hands over what they made), FAILED when none is, or CANCELLED, with a
+    summary in ``message``. ``child_pids`` lists every background process the series started.
+    """
+    item_word = "volume"
+
+    def __init__(self, names: Sequence[str], make_job: Callable[[int], SuperResolveJob]):
+        self.names = list(names)
+        self._make_job = make_job
+        self.state = JobState.IDLE
+        self.message = ""
+        self.outcomes: List[ItemOutcome] = []
+        self.current: Optional[SuperResolveJob] = None
+        self.child_pids: List[int] = []
+
+    @property
+    def progress(self) -> Tuple[int, int]:
+        return len(self.outcomes), len(self.names)
+
+    @property
+    def stage(self) -> str:
+        return self.current.stage if self.active else ""
+
+    @property
+    def child_pid(self) -> Optional[int]:
+        return self.current.child_pid if self.current is not None else None
+
+    @property
+    def lines(self) -> List[str]:
+        """One line per item ended so far: its name and how it ended."""
+        return [outcome.line for outcome in self.outcomes]
+
+    @property
+    def done_items(self) -> List[int]:
+        return [n for n, outcome in enumerate(self.outcomes) if outcome.state == JobState.DONE]
+
+    def start(self) -> JobState:
+        if self.state != JobState.IDLE:
+            raise RuntimeError("a job starts only once")
+        self._begin()
+        if self.state == JobState.IDLE:
+            self._start_next()
+        return self.state
+
+    def _begin(self) -> None:
+        """Before the first item (subclasses check their input and watch the scene); may end the series."""
+
+    def poll(self) -> JobState:
+        if self.active:
+            self.current.poll()
+            self._record_pid()
+            if self.current.active:
+                self.state = self.current.state
+            else:
+                self._item_ended()
+                self._start_next()
+        return self.state
+
+    def _record_pid(self) -> None:
+        pid = self.current.child_pid
+        if pid is not None and pid not in self.child_pids:
+            self.child_pids.append(pid)
+
+    def _item_ended(self) -> None:
+        job, index = self.current, len(self.outcomes)
+        state, message = job.state, job.message
+        if state == JobState.DONE:
+            try:
+                self._take_item(index, job)
+            except Exception as error:  # only this item fails
+                state, message = JobState.FAILED, failure_sentence(error)
+        self.outcomes.append(ItemOutcome(self.names[index], state, message))
+
+    def _take_item(self, index: int, job: SuperResolveJob) -> None:
+        """Keep what item ``index``'s finished ``job`` made (an error fails that item only)."""
+
+    def _start_next(self) -> None:
+        while len(self.outcomes) < len(self.names):
+            index = len(self.outcomes)
+            try:
+                self.current = self._make_job(index)
+            except Exception as error:  # e.g. an item that is no scalar volume: only it fails
+                self.outcomes.append(ItemOutcome(self.names[index], JobState.FAILED, failure_sentence(error)))
+                continue
+            self.current.start()
+            self._record_pid()
+            if self.current.active:
+                self.state = self.current.state
+                return
+            self._item_ended()
+        self._finish()
+
+    def _finish(self) -> None:
+        done = len(self.done_items)
+        if done == 0:
+            self._end(JobState.FAILED, f"No {self.item_word} was super-resolved; the lines say why.")
+            return
+        failed = len(self.names) - done
+        try:
+            self._deliver()
+        except Exception as error:
+            self._end(JobState.FAILED, failure_sentence(error))
+            return
+        self._end(JobState.DONE, f"Done: {done} of {len(self.names)} {self.item_word}s super-resolved"
+                                 + (f", {failed} failed." if failed else "."))
+
+    def _deliver(self) -> None:
+        """Hand over what the items made, once all have ended and at least one is done (an error fails the
+        series)."""
+
+    def cancel(self, message: Optional[str] = None) -> None:
+        """Stop the running item now (its child is killed) and skip the rest; ``message`` says why, by default that
+        the user cancelled, naming what the items done before left behind."""
+        if not self.active:
+            return
+        position = len(self.outcomes) + 1
+        self.current.cancel(CANCELLED_MESSAGE if message is None else message)
+        self._item_ended()
+        self.outcomes.extend(ItemOutcome(name, JobState.IDLE, NOT_RUN_MESSAGE)
+                             for name in self.names[len(self.outcomes):])
+        if message is None:
+            message = (f"Cancelled at {self.item_word} {position} of {len(self.names)}; "
+                       f"{self.kept_after_cancel()}")
+        self._end(JobState.CANCELLED, message)
+
+    def kept_after_cancel(self) -> str:
+        """What a cancel leaves of the items done before it (a sentence's end)."""
+        return "nothing was added."
+
+    def status_text(self) -> str:
+        """The current item and its stage while active; the summary once ended."""
+        if not self.active:
+            return self.message
+        position = len(self.outcomes) + 1
+        return (f"{self.item_word.capitalize()} {position} of {len(self.names)} ({self.names[position - 1]}): "
+                f"{self.current.status_text()}")
+
+    def _end(self, state: JobState, message: str) -> None:
         self.state, self.message = state, message
 
 

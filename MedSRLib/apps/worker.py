@@ -1,7 +1,8 @@
 """The background process of :mod:`MedSRLib.apps.process`: ``python -m MedSRLib.apps.worker run FOLDER | probe``.
 
 ``run FOLDER`` super-resolves the job folder's input as its request says (and, if asked, computes the cubic B-spline
-comparison on the same grid and the result's difference to it), writing the volumes back into the folder. ``probe``
+comparison on the same grid, the result's difference to it and the scores of both against the folder's reference),
+writing the volumes and the scores (JSON) back into the folder. ``probe``
 reports the devices torch can use, their free memory, the inference backends that can be imported and, with
 ``--estimate``, the memory a run would need; it is how the Slicer panel learns about GPUs and OpenVINO without
 importing torch into Slicer. Progress, stages and probe reports are protocol lines on stdout; user errors end with
@@ -19,9 +20,9 @@ import sys
 import warnings
 from typing import Dict, Optional, Sequence
 
-from MedSRLib.errors import MedSRError
-from .process import (PROBE_PREFIX, RESULT, COMPARISON, DIFFERENCE, STAGE_PREFIX, JobFolder, format_progress_line,
-                      options_from_json)
+from MedSRLib.errors import InputError, MedSRError
+from .process import (PROBE_PREFIX, RESULT, COMPARISON, DIFFERENCE, REFERENCE, STAGE_PREFIX, JobFolder,
+                      format_progress_line, options_from_json)
 
 EXIT_USER_ERROR = 2
 EXTRA_METHODS_VARIABLE = "MEDSR_EXTRA_METHODS"
@@ -47,16 +48,33 @@ def run_job(folder: JobFolder) -> None:
     say(f"{STAGE_PREFIX} Super-resolving with {request['method']}")
     result = super_resolve(volume, request["method"], request["scale"], progress=report_progress, **options)
     folder.save_volume(RESULT, result)
-    if not (request["compare_bspline"] or request["difference_to_bspline"]):
-        return
-    say(f"{STAGE_PREFIX} Computing the cubic B-spline comparison")
-    comparison = super_resolve(volume, "bspline", result.metadata["scale"], progress=report_progress,
-                               output_dtype=options.get("output_dtype", "float32"))
-    if request["compare_bspline"]:
-        folder.save_volume(COMPARISON, comparison)
-    if request["difference_to_bspline"]:
-        from .compare import difference_to_bspline
-        folder.save_volume(DIFFERENCE, difference_to_bspline(result, comparison))
+    scored = {result.metadata["method"]: result}
+    if request["method"] != "bspline" and (request["compare_bspline"] or request["difference_to_bspline"]
+                                           or request["score_against_reference"]):
+        say(f"{STAGE_PREFIX} Computing the cubic B-spline comparison")
+        scored["bspline"] = comparison = super_resolve(volume, "bspline", result.metadata["scale"],
+                                                       progress=report_progress,
+                                                       output_dtype=options.get("output_dtype", "float32"))
+        if request["compare_bspline"]:
+            folder.save_volume(COMPARISON, comparison)
+        if request["difference_to_bspline"]:
+            from .compare import difference_to_bspline
+            folder.save_volume(DIFFERENCE, difference_to_bspline(result, comparison))
+    if request["score_against_reference"]:
+        say(f"{STAGE_PREFIX} Scoring against the reference (PSNR, SSIM, NRMSE)")
+        folder.write_json(JobFolder.METRICS, score_against_reference(scored, folder.load_volume(REFERENCE)))
+
+
+def score_against_reference(scored, reference) -> dict:
+    """The METRICS document: each volume's scores against ``reference``, or the sentence why there are none (a
+    reference on another grid does not fail the run)."""
+    from .compare import scores_against_reference
+    try:
+        scores = scores_against_reference(scored, reference, progress=report_progress)
+    except InputError as error:
+        return {"error": str(error)}
+    return {"scores": {method: {key: float(value) for key, value in values.items()}
+                       for method, values in scores.items()}}
 
 
 def available_memory_bytes() -> Optional[int]:
