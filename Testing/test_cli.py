@@ -257,7 +257,7 @@ def test_every_declared_method_option_has_a_flag_whose_help_names_its_methods():
     for method, option in declared:
         assert option.cli_flag in arguments[option.name].option_strings
         assert method.name in arguments[option.name].help
-    assert arguments["profile"].help.endswith("(smore; default: box)")
+    assert arguments["profile"].help.endswith("(smore; default: gaussian)")
     assert arguments["both_orientations"].help.endswith(
         "(clade, smore, transmrsr; default: clade no, smore yes, transmrsr yes)")
 
@@ -295,9 +295,9 @@ def test_methods_json_lists_each_methods_declared_options(capsys):
     assert methods["bspline"]["options"] == []
     smore_options = {option["name"]: option for option in methods["smore"]["options"]}
     assert smore_options["profile"] == {
-        "name": "profile", "kind": "choice", "default": "box", "choices": ["box", "gaussian"], "minimum": None,
+        "name": "profile", "kind": "choice", "default": "gaussian", "choices": ["box", "gaussian"], "minimum": None,
         "maximum": None, "unit": "", "flag": "--slice-profile", "label": "Slice profile",
-        "help": "the through-plane slice profile the training pairs are degraded with; gaussian has FWHM = slice "
-                "thickness"}
+        "help": "the shape of the through-plane slice profile the training pairs are degraded with; its width (FWHM) "
+                "is estimated from the scan unless a slice gap is given"}
     assert (smore_options["iterations"]["kind"], smore_options["iterations"]["minimum"]) == ("int", 1)
     assert {option["name"] for option in methods["clade"]["options"]} >= {"gradient_weight", "features"}

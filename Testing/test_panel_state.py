@@ -312,10 +312,12 @@ def test_the_method_options_fields_come_from_the_methods_declarations():
     fields = {field.name: field for field in option_fields("smore")}
     assert list(fields) == list(get_method("smore").option_names)
     assert fields["profile"] == OptionField(
-        "profile", "choice", "Slice profile", "The through-plane slice profile the training pairs are degraded with; "
-        "gaussian has FWHM = slice thickness.", "box", choices=("box", "gaussian"))
-    assert (fields["gap"].label, fields["gap"].value, fields["gap"].minimum, fields["gap"].decimals) == (
-        "Slice gap (mm)", 0.0, 0.0, 2)
+        "profile", "choice", "Slice profile", "The shape of the through-plane slice profile the training pairs are "
+        "degraded with; its width (FWHM) is estimated from the scan unless a slice gap is given.", "gaussian",
+        choices=("box", "gaussian"))
+    # No default gap (SMORE estimates it): shown as the method's, one step below the minimum.
+    assert (fields["gap"].label, fields["gap"].value, fields["gap"].minimum, fields["gap"].decimals,
+            fields["gap"].default_text) == ("Slice gap (mm)", -1.0, -1.0, 2, "the method's")
     # No default of its own: one step below the minimum, shown as the method's.
     assert (fields["iterations"].value, fields["iterations"].minimum, fields["iterations"].default_text) == (
         0, 0, "the method's")
@@ -330,8 +332,9 @@ def test_only_the_options_set_away_from_the_methods_default_are_run():
     for name, value in [("iterations", 0), ("seed", 3), ("profile", "gaussian"), ("both_orientations", True),
                         ("features", 8), ("gap", 0.0)]:
         stored = parse_stored_options(store_option(json.dumps(stored), name, value))
-    # features is clade's: kept for it, not given to smore; the rest equal smore's defaults.
-    assert method_run_options("smore", stored) == {"seed": 3, "profile": "gaussian"}
+    # features is clade's: kept for it, not given to smore; a gap of 0 is a value (smore estimates the gap by default),
+    # the rest equal smore's defaults.
+    assert method_run_options("smore", stored) == {"seed": 3, "gap": 0.0}
     assert method_run_options("clade", stored) == {"seed": 3, "features": 8, "both_orientations": True}
     assert method_run_options("bspline", stored) == {}
     # What a field cannot show (a choice no longer offered, a number out of range) is the default, as shown.

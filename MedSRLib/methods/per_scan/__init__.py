@@ -135,6 +135,7 @@ class PerScanMethod(Method):
             settings.provenance.update(per_scan_training={
                 "iterations": record.iterations, "seconds": round(record.seconds, 1), "final_loss": record.final_loss,
                 "device": device.type, "fine_tuned": source is not None})
+            settings.provenance.update(trained.provenance)
             if options["save_model"]:
                 stored = save_per_scan_model(str(options["save_model"]), self.name, trained, plan, scale_xyz, budget,
                                              device, orientations)

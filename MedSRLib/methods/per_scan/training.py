@@ -6,7 +6,7 @@ Every 2D array handed to a network has the degraded (through-plane) axis first.
 import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -103,13 +103,16 @@ class TrainingRecord:
 
 @dataclass
 class TrainedModel:
-    """What a per-scan method's training returns: the network, how to rebuild it, and how it was trained."""
+    """What a per-scan method's training returns: the network, how to rebuild it, and how it was trained;
+    ``provenance``: what the training found out about the scan (e.g. SMORE's slice profile), for the output's
+    metadata."""
     network: torch.nn.Module
     architecture: str
     params: dict
     patch: int
     config: dict
     record: TrainingRecord
+    provenance: dict = field(default_factory=dict)
 
 
 def starting_params(initial, architecture: str, method_label: str, default_params: dict) -> dict:
