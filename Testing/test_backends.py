@@ -69,14 +69,22 @@ def test_openvino_gives_torchs_result_and_converts_once(small_scan, cache_dir, t
 def test_a_failed_conversion_warns_once_and_gives_torchs_result(small_scan, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEDSR_BACKEND_CACHE_DIR", str(tmp_path / "empty-cache"))
 
+    attempts = []
+
     def failing_conversion(*args):
+        attempts.append(args)
         raise RuntimeError("unsupported operation aten::example\nwith a long trace")
     monkeypatch.setattr(backends, "_convert_to_openvino", failing_conversion)
+    monkeypatch.setattr(backends, "_FAILED_CONVERSIONS", set())
     with_torch, _ = super_resolve(small_scan, tmp_path / "torch.nrrd", "torch", capsys)
     fallen_back, warnings = super_resolve(small_scan, tmp_path / "openvino.nrrd", "openvino", capsys)
     assert warnings == ["medsr: warning: OpenVINO could not convert the model (unsupported operation aten::example); "
                         "running it with torch."]
     np.testing.assert_array_equal(fallen_back, with_torch)
+    # The same model and window again in this process: not tried again, no second warning.
+    again, warnings = super_resolve(small_scan, tmp_path / "again.nrrd", "openvino", capsys)
+    assert warnings == [] and len(attempts) == 1
+    np.testing.assert_array_equal(again, with_torch)
 
 
 def test_auto_converts_only_where_it_pays_and_the_network_allows(monkeypatch):

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Set, Tuple
 
 from MedSRLib.errors import InputError
 
@@ -103,6 +103,11 @@ def _why_not_openvino(device: torch.device, conditioned: bool) -> Optional[str]:
     return None
 
 
+# (checkpoint sha256, window shape) whose conversion failed in this process: not tried (nor warned about) again, since
+# a failed torch.export costs seconds and a through-plane run asks once per orientation.
+_FAILED_CONVERSIONS: Set[Tuple[str, tuple]] = set()
+
+
 def inference_forward(model: torch.nn.Module, backend: str, device: torch.device, window_shape: Sequence[int],
                       output_voxels: int, model_key: Optional[str] = None, conditioned: bool = False) -> Forward:
     """A callable that takes the engine's input batch (B, 1, *window_shape) (and, for a conditioned network, its
@@ -111,13 +116,16 @@ def inference_forward(model: torch.nn.Module, backend: str, device: torch.device
     window_shape = tuple(window_shape)
     cached = _cache_path(model_key, window_shape)
     chosen = choose_backend(backend, device, conditioned, output_voxels, cached is not None and cached.is_file())
-    if chosen == "torch":
+    failure_key = (model_key, window_shape) if model_key else None
+    if chosen == "torch" or failure_key in _FAILED_CONVERSIONS:
         return model
     try:
         return _openvino_forward(model, window_shape, cached)
     except Exception as error:  # noqa: BLE001 - an exporter or converter can fail in any way; torch still works
         summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         warnings.warn(f"OpenVINO could not convert the model ({summary[:200]}); running it with torch.")
+        if failure_key:
+            _FAILED_CONVERSIONS.add(failure_key)
         return model
 
 
