@@ -52,3 +52,22 @@ def test_an_unknown_contestant_is_one_clear_error():
     choices = ", ".join(entry.label for entry in entries())
     assert completed.stderr.strip().splitlines() == [
         f"error: 'bicubic' is neither an interpolation method nor a shipped model; choose from {choices}."]
+
+
+def test_update_merges_a_contestants_rows_into_the_earlier_page_and_keeps_its_command(tmp_path):
+    cached_dataset("colin27")
+    results = tmp_path / "results.md"
+    common = ["--all", "--quick", "--rows", "isotropic-2", "--volumes", "colin27", "--results", results]
+    refused = evaluation(*common, "--update", "--methods", "nearest")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: --update needs the scores of an earlier run in {results.with_suffix('.json')}")
+    first = ["--methods", "lanczos", *common]
+    assert evaluation(*first).returncode == 0
+    update = ["--update", "--methods", "nearest", *common]
+    completed = evaluation(*update)
+    assert completed.returncode == 0, completed.stderr
+    page = results.read_text(encoding="utf-8")
+    assert "Regenerate with `python -m MedSRLib.evaluation " + " ".join(map(str, first)) + "`" in page
+    assert "Updated by `python -m MedSRLib.evaluation " + " ".join(map(str, update)) + "`: " in page
+    rows = [line.split(" | ")[1] for line in page.splitlines() if line.startswith("| isotropic ×2 |")]
+    assert rows == ["bspline", "lanczos", "nearest"]  # B-spline rescored in place, nearest added after

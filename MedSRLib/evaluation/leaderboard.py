@@ -293,9 +293,12 @@ def plot(results: dict, path: Path) -> Optional[str]:
 
 
 def write_results(results: dict, output: Path, command: str, header_lines: Sequence[str]) -> List[str]:
-    """Writes ``output`` (Markdown) and its plot beside it (same name, .png); returns notes for the user."""
+    """Writes ``output`` (Markdown), its plot beside it (same name, .png) and every score with the page's command and
+    header (same name, .json: what ``--update`` merges into); returns notes for the user."""
     output.parent.mkdir(parents=True, exist_ok=True)
     picture = output.with_suffix(".png")
+    output.with_suffix(".json").write_text(json.dumps({"command": command, "header": list(header_lines),
+                                                       "results": results}, indent=1), encoding="utf-8")
     skipped = plot(results, picture)
     notes = [f"wrote {output}"]
     if skipped:
@@ -347,22 +350,54 @@ def elapsed_note(started: float) -> str:
     return f"The run took {math.ceil((time.perf_counter() - started) / 60)} min."
 
 
+def merged(earlier: dict, new: dict) -> dict:
+    """``earlier``'s scores with ``new``'s in their place, row by row (a contestant's score replaced, new rows and
+    contestants added in ``new``'s order after the ones already there)."""
+    combined = json.loads(json.dumps(earlier))
+    for volume, rows in new.items():
+        for label, row in rows.items():
+            combined.setdefault(volume, {}).setdefault(label, {}).update(row)
+    return combined
+
+
+def previous_page(results_path: Path) -> dict:
+    """The scores, command and header a full run left beside ``results_path`` (its .json), for ``--update``."""
+    from MedSRLib.errors import InputError
+    source = results_path.with_suffix(".json")
+    try:
+        page = json.loads(source.read_text(encoding="utf-8"))
+        return {"command": page["command"], "header": list(page["header"]), "results": dict(page["results"])}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"--update needs the scores of an earlier run in {source} ({error}); run without --update "
+                         "first.") from None
+
+
 def main_all(arguments, argv: Sequence[str]) -> None:
-    """``--all``: the leaderboard (the options --quick, --methods, --rows, --volumes, --backend, --results, --json)."""
+    """``--all``: the leaderboard (the options --quick, --methods, --rows, --volumes, --backend, --results, --json,
+    --update)."""
     started = time.perf_counter()
+    earlier = previous_page(Path(arguments.results)) if arguments.update else None
     selected = select_entries(arguments.methods)
     degradations = [Degradation.from_key(key) for key in arguments.rows]
     header = machine_lines(arguments.backend, arguments.quick)
     command = command_line(argv)
+    if earlier:
+        # The page keeps the full run's command and header; this run's rows are named below them.
+        header = [*earlier["header"], "", f"Updated by `{command}`: " + " ".join(header)]
+        command = earlier["command"]
+
+    def page_results(results):
+        return merged(earlier["results"], results) if earlier else results
 
     def write_so_far(results):
         note = "Incomplete: the run was still going when this was written (it rewrites the file after each row)."
-        write_results(results, Path(arguments.results), command, [*header, note])
+        write_results(page_results(results), Path(arguments.results), command, [*header, note])
     results = run_leaderboard(selected, degradations, arguments.volumes, arguments.quick, arguments.backend,
                               lambda line: print(line, file=sys.stderr, flush=True), write_so_far)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
-    for note in write_results(results, Path(arguments.results), command, [*header, elapsed_note(started)]):
+    for note in write_results(page_results(results), Path(arguments.results), command,
+                              [*header, elapsed_note(started)]):
         print(note, file=sys.stderr)
 
 
@@ -378,7 +413,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     leaderboard.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
                              help="what runs the networks (default auto)")
     leaderboard.add_argument("--results", default="docs/results.md", help="the Markdown file to write (default "
-                                                                          "docs/results.md; the plot goes beside it)")
+                                                                          "docs/results.md; the plot and the scores "
+                                                                          "as JSON go beside it)")
+    leaderboard.add_argument("--update", action="store_true",
+                             help="run only the chosen --methods / --rows / --volumes and merge their scores into the "
+                                  "page an earlier run wrote (e.g. after publishing one model), keeping the rest")
     arguments = parser.parse_args(argv)
     if not arguments.all:
         run_table(arguments)
