@@ -63,6 +63,11 @@ def test_update_merges_a_contestants_rows_into_the_earlier_page_and_keeps_its_co
     assert refused.stderr.startswith(f"error: --update needs the scores of an earlier run in {results.with_suffix('.json')}")
     first = ["--methods", "lanczos", *common]
     assert evaluation(*first).returncode == 0
+    uncropped = evaluation(*[argument for argument in common if argument != "--quick"], "--update", "--methods",
+                           "nearest")
+    assert uncropped.returncode == 2
+    assert uncropped.stderr.strip() == (f"error: The page in {results} scores 48³ crops (--quick); update it with "
+                                        "--quick, so its rows stay comparable.")
     update = ["--update", "--methods", "nearest", *common]
     completed = evaluation(*update)
     assert completed.returncode == 0, completed.stderr

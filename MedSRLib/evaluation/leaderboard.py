@@ -9,6 +9,7 @@ reference, or of B-spline's output for the ITK T1), seconds, peak memory, parame
 ``docs/results.md`` and a plot of PSNR gain over B-spline against seconds are written. ``--quick`` crops every volume to
 its central 48³ voxels for CI-sized runs.
 """
+import copy
 import json
 import math
 import os
@@ -292,13 +293,15 @@ def plot(results: dict, path: Path) -> Optional[str]:
     return None
 
 
-def write_results(results: dict, output: Path, command: str, header_lines: Sequence[str]) -> List[str]:
-    """Writes ``output`` (Markdown), its plot beside it (same name, .png) and every score with the page's command and
-    header (same name, .json: what ``--update`` merges into); returns notes for the user."""
+def write_results(results: dict, output: Path, command: str, header_lines: Sequence[str],
+                  quick: bool = False) -> List[str]:
+    """Writes ``output`` (Markdown), its plot beside it (same name, .png) and every score with the page's command,
+    header and cropping (same name, .json: what ``--update`` merges into); returns notes for the user."""
     output.parent.mkdir(parents=True, exist_ok=True)
     picture = output.with_suffix(".png")
     output.with_suffix(".json").write_text(json.dumps({"command": command, "header": list(header_lines),
-                                                       "results": results}, indent=1), encoding="utf-8")
+                                                       "quick": quick, "results": results}, indent=1),
+                                           encoding="utf-8")
     skipped = plot(results, picture)
     notes = [f"wrote {output}"]
     if skipped:
@@ -353,30 +356,37 @@ def elapsed_note(started: float) -> str:
 def merged(earlier: dict, new: dict) -> dict:
     """``earlier``'s scores with ``new``'s in their place, row by row (a contestant's score replaced, new rows and
     contestants added in ``new``'s order after the ones already there)."""
-    combined = json.loads(json.dumps(earlier))
+    combined = copy.deepcopy(earlier)
     for volume, rows in new.items():
         for label, row in rows.items():
             combined.setdefault(volume, {}).setdefault(label, {}).update(row)
     return combined
 
 
-def previous_page(results_path: Path) -> dict:
-    """The scores, command and header a full run left beside ``results_path`` (its .json), for ``--update``."""
+def previous_page(results_path: Path, quick: bool) -> dict:
+    """The scores, command and header a full run left beside ``results_path`` (its .json), for ``--update``; refused
+    when that run cropped the volumes and this one does not, or the other way round."""
     from MedSRLib.errors import InputError
     source = results_path.with_suffix(".json")
     try:
         page = json.loads(source.read_text(encoding="utf-8"))
-        return {"command": page["command"], "header": list(page["header"]), "results": dict(page["results"])}
+        earlier = {"command": page["command"], "header": list(page["header"]), "quick": bool(page["quick"]),
+                   "results": dict(page["results"])}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"--update needs the scores of an earlier run in {source} ({error}); run without --update "
                          "first.") from None
+    if earlier["quick"] != quick:
+        cropped = "48³ crops (--quick)" if earlier["quick"] else "whole volumes"
+        raise InputError(f"The page in {results_path} scores {cropped}; update it with{'' if earlier['quick'] else 'out'} "
+                         "--quick, so its rows stay comparable.")
+    return earlier
 
 
 def main_all(arguments, argv: Sequence[str]) -> None:
     """``--all``: the leaderboard (the options --quick, --methods, --rows, --volumes, --backend, --results, --json,
     --update)."""
     started = time.perf_counter()
-    earlier = previous_page(Path(arguments.results)) if arguments.update else None
+    earlier = previous_page(Path(arguments.results), arguments.quick) if arguments.update else None
     selected = select_entries(arguments.methods)
     degradations = [Degradation.from_key(key) for key in arguments.rows]
     header = machine_lines(arguments.backend, arguments.quick)
@@ -391,13 +401,14 @@ def main_all(arguments, argv: Sequence[str]) -> None:
 
     def write_so_far(results):
         note = "Incomplete: the run was still going when this was written (it rewrites the file after each row)."
-        write_results(page_results(results), Path(arguments.results), command, [*header, note])
+        write_results(page_results(results), Path(arguments.results), command, [*header, note],
+                      arguments.quick)
     results = run_leaderboard(selected, degradations, arguments.volumes, arguments.quick, arguments.backend,
                               lambda line: print(line, file=sys.stderr, flush=True), write_so_far)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
     for note in write_results(page_results(results), Path(arguments.results), command,
-                              [*header, elapsed_note(started)]):
+                              [*header, elapsed_note(started)], arguments.quick):
         print(note, file=sys.stderr)
 
 

@@ -264,9 +264,9 @@ def method_options_from(arguments: Sequence[Tuple[str, str, str]]) -> Dict[str, 
     options: Dict[str, Dict[str, object]] = {}
     for method, name, text in arguments:
         declared = {option.name: option for option in get_method(method).options}
-        if name not in declared:
-            get_method(method).check_options({name: text})  # raises the usual sentence naming its options
-        options.setdefault(method, {})[name] = declared[name].from_text(text)
+        options.setdefault(method, {})[name] = declared[name].from_text(text) if name in declared else text
+    for method, given in options.items():
+        get_method(method).check_options(given)
     return options
 
 
