@@ -76,6 +76,9 @@ def test_every_shipped_model_is_verified_small_and_passes_its_publish_gate_on_it
                     for volume, rows in heldout["scores"].items()}
         assert gate_refusal(recorded, model.method, model.gate) is None, (model.name, model.gate)
     assert default_model_for("threeplayer", (2, 2, 2)).name == "threeplayer-x2"
+    assert default_model_for("threeplayer", (2, 2, 2), device="cuda").name == "threeplayer-x2"
+    # The fast variant (96 % of the gain over B-spline in an eighth of the time on Colin27) is the CPU's default.
+    assert default_model_for("threeplayer", (2, 2, 2), device="cpu").name == "threeplayer-fast-x2"
     assert default_model_for("threeplayer", (1, 1, 2)) is None
 
 
@@ -105,6 +108,17 @@ def test_default_model_is_the_first_for_method_and_scale(tmp_path):
     assert default_model_for("rrdb3d", (1, 1, 3), path) is None
 
 
+def test_a_model_offered_first_on_a_device_goes_ahead_of_earlier_entries_only_there(tmp_path):
+    path = write_catalog(tmp_path, entry("full"), entry("x4", scales=[[1, 1, 4]], offered_first_on=["cpu"]),
+                         entry("fast", offered_first_on=["cpu", "mps"]), entry("faster", offered_first_on=["cpu"]))
+    assert find_model("fast", path).offered_first_on == ("cpu", "mps") and find_model("full", path).offered_first_on == ()
+    assert default_model_for("rrdb3d", (1, 1, 2), path, device="cpu").name == "fast"  # catalog order among them
+    assert default_model_for("rrdb3d", (1, 1, 2), path, device="mps").name == "fast"
+    assert default_model_for("rrdb3d", (1, 1, 2), path, device="cuda").name == "full"
+    assert default_model_for("rrdb3d", (1, 1, 2), path).name == "full"
+    assert default_model_for("rrdb3d", (1, 1, 4), path, device="cuda").name == "x4"  # serving the scale comes first
+
+
 @pytest.mark.parametrize("models, schema, message", [
     ([entry("a", description=None)], 1, "lacks the text field 'description'"),
     ([entry("a", scales=[[1, 2]])], 1, "'scales'"),
@@ -112,6 +126,8 @@ def test_default_model_is_the_first_for_method_and_scale(tmp_path):
     ([entry("a", file=None)], 1, "needs a 'file' or a 'url'"),
     ([entry("a", url="ftp://example.org/a")], 1, "not http"),
     ([entry("a", gate="ssim")], 1, "has the gate 'ssim', not one of psnr, perceptual"),
+    ([entry("a", offered_first_on=["gpu"])], 1, "'offered_first_on' that is not a list of cpu, cuda, mps"),
+    ([entry("a", offered_first_on="cpu")], 1, "'offered_first_on' that is not a list"),
     ([entry("a"), entry("a")], 1, "more than once"),
     ([], 2, "schema-1"),
 ])

@@ -131,7 +131,7 @@ def test_format_scores_lists_the_scored_panels(synthetic_demo):
 @pytest.fixture
 def fake_demo(synthetic_demo, monkeypatch):
     """``medsr demo`` with the synthetic result in place of Colin27's, reporting progress and stages as the real one."""
-    def run_demo(output_dir, method, progress=None, log=None):
+    def run_demo(output_dir, method, checkpoint, progress=None, log=None):
         log("super-resolving")
         if progress is not None:
             for done in range(3):
@@ -140,6 +140,18 @@ def fake_demo(synthetic_demo, monkeypatch):
     monkeypatch.setattr(demo, "run_demo", run_demo)
     monkeypatch.delenv("MEDSR_PROGRESS", raising=False)
     return synthetic_demo[2]
+
+
+def test_the_demo_names_the_full_model_since_a_cpu_would_default_to_the_fast_variant(synthetic_demo, monkeypatch):
+    asked = []
+
+    def run_demo(output_dir, method, checkpoint, progress=None, log=None):
+        asked.append((method, checkpoint))
+        return synthetic_demo[2]
+    monkeypatch.setattr(demo, "run_demo", run_demo)
+    assert cli.main(["demo", "unused", "--quiet"]) == 0
+    assert cli.main(["demo", "unused", "--quiet", "--method", "lanczos"]) == 0
+    assert asked == [("threeplayer", "threeplayer-x2"), ("lanczos", None)]
 
 
 def test_without_a_terminal_the_demo_prints_progress_lines_stages_and_scores(fake_demo, capsys):

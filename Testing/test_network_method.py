@@ -115,7 +115,8 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(checkpoint, tmp_path, capsys):
     assert MedSRLib.read_volume(output).size == (18, 24, 20)
 
 
-def test_threeplayer_uses_the_shipped_model_by_default_and_beats_interpolation_on_a_smooth_volume(tmp_path):
+def test_threeplayer_on_a_cpu_uses_the_shipped_fast_model_by_default_and_beats_interpolation_on_a_smooth_volume(
+        tmp_path):
     from scipy import ndimage
     from MedSRLib.grid.degradation import block_mean
     from MedSRLib.evaluation.metrics import psnr
@@ -128,6 +129,6 @@ def test_threeplayer_uses_the_shipped_model_by_default_and_beats_interpolation_o
                      "--device", "cpu", "--normalisation", "minmax", "--metadata-json", str(provenance)]) == 0
     result = MedSRLib.read_volume(output)
     assert result.array.shape == hr.shape and result.spacing == pytest.approx((1.0, 1.0, 1.0))
-    assert json.loads(provenance.read_text())["checkpoint"] == "threeplayer-x2"
+    assert json.loads(provenance.read_text())["checkpoint"] == "threeplayer-fast-x2"  # offered first on a CPU
     linear = MedSRLib.super_resolve(MedSRLib.read_volume(source), "linear", 2).array
     assert psnr(result.array, hr) > psnr(linear, hr)

@@ -98,11 +98,15 @@ def test_forced_publication_records_held_out_scores_and_the_catalog_entry(setup,
     assert models[1]["sha256"] == file_sha256(shipped) and models[1]["method"] == "threeplayer"
     monkeypatch.setenv("MEDSR_CATALOG", str(catalog))
     assert default_model_for("threeplayer", (2, 2, 2)).name == "threeplayer-x2"
-    # Publishing again replaces the entry in place.
+    # Publishing again replaces the entry in place; offered first on a CPU it is the default there only.
+    with pytest.raises(MedSRError, match="Unknown device type"):
+        publish(str(checkpoint), "threeplayer-x2", "second", "MR", "EPI", "brain", [EPI], ["isotropic-2"], catalog,
+                force=True, offered_first_on=["gpu"])
     publish(str(checkpoint), "threeplayer-x2", "second", "MR", "EPI", "brain", [EPI], ["isotropic-2"], catalog,
-            force=True)
+            force=True, offered_first_on=["cpu"])
     models = json.loads(catalog.read_text())["models"]
     assert [model["name"] for model in models] == ["other", "threeplayer-x2"] and models[1]["description"] == "second"
+    assert models[1]["offered_first_on"] == ["cpu"] and "offered_first_on" not in models[0]
 
 
 THICK_4 = "thick slices ×4 (first array axis)"

@@ -2,7 +2,7 @@
 
     python -m Training.publish runs/threeplayer-x2-cpu/model.safetensors --name threeplayer-x2 \\
         --description "…" [--volumes colin27 heudiconv-epi] [--rows isotropic-2] [--gate psnr|perceptual] \\
-        [--catalog MedSRLib/models/catalog.json]
+        [--offered-first-on cpu] [--catalog MedSRLib/models/catalog.json]
 
 Each (volume, row) goes through the evaluation protocol (docs/protocol.md, ``MedSRLib.evaluation``) with the
 checkpoint's float16 weights (what ships) and with B-spline and Lanczos for comparison. The checkpoint is rewritten
@@ -10,7 +10,8 @@ beside the catalog as ``<name>.safetensors`` with ``metrics.heldout`` filled in 
 the run's ``metrics.jsonl`` when it lies beside the checkpoint, and ``cost``: FLOPs per output voxel at each row's
 scale), and the catalog entry of that name is added or replaced
 (sha256, method, scales or scale range, the gate it passed). The catalog lists models in order and a method's default is
-its first entry at a scale, so a re-published model keeps its place. A model that fails its gate is refused unless
+its first entry at a scale, so a re-published model keeps its place; ``--offered-first-on cpu`` makes a model the
+default on that kind of device ahead of earlier entries (a fast variant that wins on time at nearly equal quality). A model that fails its gate is refused unless
 ``--force``: the shipped default of a learned method must be worth choosing over interpolation. The ``psnr`` gate (the
 default) asks for 0.05 dB PSNR more than every interpolation baseline on every scored row; the ``perceptual`` gate, for
 models whose claim is perceptual (CLADE), asks on every row for PSNR at most 0.5 dB below B-spline's, PIQE below
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from MedSRLib.engine.cost import flops_per_output_voxel
-from MedSRLib.models.catalog import DEFAULT_CATALOG, PUBLISH_GATES, list_models
+from MedSRLib.models.catalog import DEFAULT_CATALOG, DEVICE_TYPES, PUBLISH_GATES, list_models
 from MedSRLib.models.inference_settings import InferenceSettings
 from MedSRLib.nn.registry import build_network
 from MedSRLib.models.checkpoints import load_checkpoint, save_checkpoint
@@ -127,9 +128,12 @@ def gate_refusal(scores: Dict[str, dict], method: str, gate: str) -> Optional[st
 
 def publish(checkpoint: str, name: str, description: str, modality: str, contrast: str, domain: str,
             volumes: Sequence[str], rows: Sequence[str], catalog: Path, force: bool = False,
-            gate: str = "psnr") -> Dict[str, dict]:
+            gate: str = "psnr", offered_first_on: Sequence[str] = ()) -> Dict[str, dict]:
     if gate not in PUBLISH_GATES:
         raise InputError(f"Unknown gate '{gate}'; choose {' or '.join(PUBLISH_GATES)}.")
+    unknown = sorted(set(offered_first_on) - set(DEVICE_TYPES))
+    if unknown:
+        raise InputError(f"Unknown device type(s) {', '.join(unknown)}; choose from {', '.join(DEVICE_TYPES)}.")
     if not MODEL_NAME.fullmatch(name):
         raise InputError(f"Model name '{name}' must be letters, digits, '.', '_' or '-', starting with a letter or digit.")
     list_models(catalog)  # a missing or malformed catalog is refused before any work
@@ -165,6 +169,8 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
         entry = {"name": name, "file": shipped.name, "sha256": file_sha256(candidate), "description": description,
                  "method": method, "modality": modality, "contrast": contrast, "domain": domain, "gate": gate,
                  **ScaleSupport.from_document(metadata, checkpoint).to_document()}
+        if offered_first_on:
+            entry["offered_first_on"] = sorted(set(offered_first_on))
         models = document["models"]
         index = next((i for i, model in enumerate(models) if model["name"] == name), len(models))
         models[index:index + 1] = [entry]
@@ -190,12 +196,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--gate", choices=PUBLISH_GATES, default="psnr",
                         help="what the model must reach: psnr (default), 0.05 dB over B-spline and Lanczos on every "
                              "row; perceptual, PSNR within 0.5 dB of B-spline's with lower PIQE and sharper edges")
+    parser.add_argument("--offered-first-on", nargs="+", default=[], choices=DEVICE_TYPES, metavar="DEVICE",
+                        help="device types (cpu, cuda, mps) on which this model is its method's default ahead of "
+                             "earlier catalog entries")
     parser.add_argument("--force", action="store_true", help="publish even if it fails its gate")
     arguments = parser.parse_args(argv)
     try:
         scores = publish(arguments.checkpoint, arguments.name, arguments.description, arguments.modality,
                          arguments.contrast, arguments.domain, arguments.volumes, arguments.rows, arguments.catalog,
-                         arguments.force, arguments.gate)
+                         arguments.force, arguments.gate, arguments.offered_first_on)
     except MedSRError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("output_dir", nargs="?", default="medsr-demo",
                       help="folder for the four volumes and comparison.png (default medsr-demo)")
     demo.add_argument("--method", default=None, help="method to show beside B-spline (default: the best shipped one "
-                                                     "for x2, threeplayer)")
+                                                     "for x2, threeplayer with its threeplayer-x2 model; another "
+                                                     "method runs with its default model)")
     add_progress_arguments(demo)
     demo.set_defaults(run=run_demo)
 
@@ -431,8 +432,8 @@ def run_batch(args):
 
 def run_demo(args):
     from tqdm import tqdm
-    from .demo import DEMO_METHOD, format_scores, run_demo
-    method = args.method or DEMO_METHOD
+    from .demo import DEMO_METHOD, DEMO_MODEL, format_scores, run_demo
+    method, checkpoint = (args.method, None) if args.method else (DEMO_METHOD, DEMO_MODEL)
     # Without a terminal for the progress bar (a log file, CI) the minutes-long run would print nothing: progress
     # lines instead.
     args.progress_lines |= not (args.quiet or sys.stderr.isatty() or os.environ.get("MEDSR_PROGRESS"))
@@ -441,7 +442,7 @@ def run_demo(args):
         if not args.quiet:
             tqdm.write(f"medsr demo: {line}", file=sys.stderr)  # above a running progress bar, not through it
     with progress_reporter(args, f"{method} ×2") as progress:
-        demo = run_demo(args.output_dir, method, progress=progress, log=log)
+        demo = run_demo(args.output_dir, method, checkpoint, progress=progress, log=log)
     print(format_scores(demo.panels))
     print(f"wrote the volumes and {demo.picture}", file=sys.stderr)
 

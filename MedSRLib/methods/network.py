@@ -32,11 +32,13 @@ class NetworkMethod(Method):
                 "orientations": self.orientations}
 
     def model_source(self, scale_xyz, settings: RunSettings) -> str:
-        """``--checkpoint`` (a file or a catalog name), else the catalog's default model for this method and scale."""
+        """``--checkpoint`` (a file or a catalog name), else the catalog's default model for this method and scale on
+        the device the run uses."""
+        from MedSRLib.engine.devices import device_type
         from MedSRLib.models.catalog import default_model_for
         if settings.checkpoint is not None:
             return settings.checkpoint
-        entry = default_model_for(self.name, scale_xyz, axes=self.axes)
+        entry = default_model_for(self.name, scale_xyz, axes=self.axes, device=device_type(settings.device))
         if entry is None:
             raise CheckpointError(f"No trained model for '{self.name}' at scale {format_scale(scale_xyz)} ships with "
                                   "MedSR; train one (see Training/) and pass it with --checkpoint.")

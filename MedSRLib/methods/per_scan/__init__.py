@@ -64,10 +64,11 @@ class PerScanMethod(Method):
     def starting_model(self, scale_xyz, settings: RunSettings, options: dict) -> Optional[str]:
         """``checkpoint``, else the catalog's model for this scale when the method ships models and ``from_scratch``
         is not asked for, else None (train on the scan alone)."""
+        from MedSRLib.engine.devices import device_type
         from MedSRLib.models.catalog import default_model_for
         if settings.checkpoint is not None or not self.ships_models or options.get("from_scratch"):
             return settings.checkpoint
-        entry = default_model_for(self.name, scale_xyz, axes="2d-through-plane")
+        entry = default_model_for(self.name, scale_xyz, axes="2d-through-plane", device=device_type(settings.device))
         return None if entry is None else entry.name
 
     def check_training_options(self, source: Optional[str], options: dict) -> None:
