@@ -76,14 +76,15 @@ class Protocol3dValidator(Validator):
             network.train()
 
     def baselines(self) -> Dict[str, Scores]:
-        return {"bspline": image_scores(self._bspline(), self.hr)}
+        return {"bspline": image_scores(self.bspline(), self.hr)}
 
-    def _bspline(self) -> np.ndarray:
+    def bspline(self) -> np.ndarray:
+        """The central crop by cubic B-spline, the baseline."""
         return corner_aligned_resample(self.lr, self.scale_xyz, order=3)[self.inner]
 
     def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
         sr = self.predict(network)
         middle = self.hr.shape[0] // 2
-        images = {"bspline": np.clip(self._bspline()[middle], 0, 1), "prediction": np.clip(sr[middle], 0, 1),
+        images = {"bspline": np.clip(self.bspline()[middle], 0, 1), "prediction": np.clip(sr[middle], 0, 1),
                   "reference": self.hr[middle]}
         return image_scores(sr, self.hr), images
