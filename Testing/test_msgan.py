@@ -9,7 +9,7 @@ import torch
 
 from MedSRLib.grid.lanczos import lanczos_weights
 from MedSRLib.models.checkpoints import load_model, save_checkpoint
-from MedSRLib.nn.nets.msgan import MSGANGenerator
+from MedSRLib.nn.nets.msgan import MSGANCritic, MSGANGenerator
 from test_cli import medsr
 
 PARAMS = {"features": 8, "blocks": 2, "residual_scale": 0.1, "skip": "lanczos"}
@@ -27,6 +27,18 @@ def test_the_x4_and_intermediate_x2_outputs_and_stage_2_reads_stage_1s_upsampled
     assert read["stage2"].shape == (3, 8, 20, 14)  # features at ×2, not the 1-channel ×2 image
     assert torch.equal(read["stage2"], read["x2"])
     assert torch.equal(network(x), image_x4)
+
+
+def test_the_critic_halves_the_size_in_each_of_its_4_blocks_doubling_the_channels_and_scores_any_patch_size():
+    critic = MSGANCritic(features=8, hidden=32)
+    strided = [layer for layer in critic.blocks if isinstance(layer, torch.nn.Conv2d) and layer.stride == (2, 2)]
+    assert [(layer.in_channels, layer.out_channels) for layer in strided] == [(8, 16), (16, 32), (32, 64), (64, 128)]
+    assert not any(isinstance(layer, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)) for layer in critic.modules())
+    for size in (16, 64, 80):
+        assert critic(torch.rand(3, 1, size, size)).shape == (3, 1)
+    # Per-sample scores (what the gradient penalty needs): one patch's score does not depend on the others.
+    patches = torch.rand(2, 1, 64, 64)
+    assert torch.allclose(critic(patches)[:1], critic(patches[:1]), atol=1e-6)
 
 
 def test_the_untrained_lanczos_skip_network_is_the_lanczos_kernel_at_x2_and_x4():

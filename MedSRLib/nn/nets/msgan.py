@@ -8,9 +8,16 @@ Where MedSR departs from SRResNet, and why: the residual blocks have no batch no
 medical images, as EDSR) and use ReLU; ``skip="lanczos"`` (not in the thesis) adds each output to the Lanczos-3
 interpolation of the input onto the same grid, with both output convs starting at zero, so the untrained network is
 exactly the ``lanczos`` method and a CPU training budget goes into detail only.
+
+``msgan_critic`` is the thesis's WGAN-GP critic (Fig. 3.4): 4 dual-convolution blocks (a stride-1 conv keeping the
+size, then a stride-2 conv doubling the channels and halving the size), LeakyReLU 0.2, no normalisation (the gradient
+penalty is per sample), then two fully connected layers to one unbounded score. An adaptive average pool to 4×4 before
+the first FC layer (not in the thesis, whose patches had one size) lets it score patches of any size from 16².
 """
 import torch
 from torch import nn
+
+NEGATIVE_SLOPE = 0.2
 
 from MedSRLib.nn.blocks.interpolation import LanczosUpsample3d
 from MedSRLib.nn.blocks.residual import ResidualBlock
@@ -75,3 +82,21 @@ class MSGANGenerator(nn.Module):
         if self.lanczos_x2 is not None:
             image_x2 = image_x2 + self.lanczos_x2(x)
         return image_x4, image_x2
+
+
+@register_architecture("msgan_critic")
+class MSGANCritic(nn.Module):
+    """(B, 1, H, W) HR or SR patches → (B, 1) Wasserstein scores; ``features`` is the first block's width."""
+
+    def __init__(self, features: int = 64, hidden: int = 1024):
+        super().__init__()
+        layers, width = [nn.Conv2d(1, features, 3, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE)], features
+        for _ in range(4):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE),
+                       nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE)]
+            width *= 2
+        self.blocks = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(16 * width, hidden), nn.LeakyReLU(NEGATIVE_SLOPE), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
