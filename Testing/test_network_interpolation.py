@@ -22,12 +22,25 @@ VALIDATION = {"validation.volume": VALIDATION_VOLUME, "validation.crop": 32, "va
 OVERRIDES = [f"{key}={json.dumps(value)}" for key, value in VALIDATION.items()]
 
 
-def stage(path, seed, architecture=None):
-    """A tiny RRDB checkpoint with random weights, as a training stage exports it."""
+MSGAN_PARAMS = {"features": 4, "blocks": 1, "residual_scale": 0.1, "skip": "lanczos"}
+MODELS = {  # config, then the stage checkpoints' method, architecture and settings
+    "3d": ("threeplayer-x2-cpu.yaml", "esrgan3d", {"name": "rrdb3d", "params": PARAMS},
+           {"scales": [[2.0, 2.0, 2.0]], "axes": "3d", "patch": [16, 16, 16]}),
+    "2d": ("msgan-x4-cpu.yaml", "msgan", {"name": "msgan", "params": MSGAN_PARAMS},
+           {"scales": [[4.0, 4.0, 1.0]], "axes": "2d-in-plane", "slice_axis": 0, "patch": [16, 16]}),
+}
+
+
+def stage(path, seed, architecture=None, kind="3d"):
+    """A tiny checkpoint with random weights, as a training stage exports it."""
+    _, method, default_architecture, settings = MODELS[kind]
+    architecture = architecture or default_architecture
     torch.manual_seed(seed)
-    network = build_network("rrdb3d", PARAMS)
-    metadata = {"method": "esrgan3d", "scales": [[2.0, 2.0, 2.0]], "axes": "3d", "patch": [16, 16, 16],
-                "architecture": architecture or {"name": "rrdb3d", "params": PARAMS},
+    network = build_network(architecture["name"], architecture["params"])
+    with torch.no_grad():  # the output convs start at zero (the Lanczos skip): give the blend something to blend
+        for parameter in network.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    metadata = {"method": method, **settings, "architecture": architecture,
                 "normalisation": {"mode": "percentile", "percentiles": [0.5, 99.5]},
                 "training": {"data": [], "config": {}, "budget": {"steps": seed}, "hardware": "test"}, "metrics": {}}
     save_checkpoint(path, network, metadata)
@@ -62,17 +75,29 @@ def test_checkpoints_of_different_architectures_are_refused(tmp_path):
     assert not (tmp_path / "out.safetensors").exists()
 
 
-def test_each_blend_is_scored_by_the_validator_and_the_chosen_one_written_with_both_parents(tmp_path, training_volumes):
-    psnr, gan = stage(tmp_path / "psnr.safetensors", 1), stage(tmp_path / "gan.safetensors", 2)
-    config = REPOSITORY / "Training/configs/threeplayer-x2-cpu.yaml"
-    rows = interpolate.score_alphas(str(psnr), str(gan), str(config), [0, 1], OVERRIDES)
+@pytest.mark.parametrize("kind", ["3d", "2d"])
+def test_each_blend_is_scored_by_the_validator_as_in_training(tmp_path, training_volumes, kind):
+    psnr, gan = stage(tmp_path / "psnr.safetensors", 1, kind=kind), stage(tmp_path / "gan.safetensors", 2, kind=kind)
+    config = REPOSITORY / "Training/configs" / MODELS[kind][0]
+    overrides = OVERRIDES + ['validation.slices=4', 'validation.margin=2'] * (kind == "2d")
+    rows = interpolate.score_alphas(str(psnr), str(gan), str(config), [0, 1], overrides)
     assert [row["model"] for row in rows] == ["bspline", "α = 0", "α = 1"]
     # α = 0 is the PSNR model itself and α = 1 the GAN model, scored as the validator scores them during training.
-    validator = VALIDATORS.get("protocol-3d")(load_config(config, OVERRIDES), torch.device("cpu"))
+    resolved = load_config(config, overrides)
+    validator = VALIDATORS.get(resolved["validator"])(resolved, torch.device("cpu"))
     for row, path in zip(rows[1:], (psnr, gan)):
-        assert row["psnr"] == pytest.approx(image_scores(validator.predict(load_model(path)[0]), validator.hr)["psnr"])
+        assert row["psnr"] == pytest.approx(validator.evaluate(load_model(path)[0])[0]["psnr"])
         assert row["edge_sharpness"] > 0 and 0 <= row["piqe"] <= 100
+    assert rows[1]["psnr"] != pytest.approx(rows[2]["psnr"])
     assert rows[0]["psnr"] == pytest.approx(validator.baselines()["bspline"]["psnr"])
+    arrays = validator.arrays(load_model(psnr)[0])
+    assert arrays["prediction"].shape == arrays["reference"].shape == arrays["bspline"].shape
+    assert image_scores(arrays["bspline"], arrays["reference"], slicewise=kind == "2d")["psnr"] == \
+        pytest.approx(rows[0]["psnr"])
+
+
+def test_the_chosen_blend_is_written_with_both_parents(tmp_path):
+    psnr, gan = stage(tmp_path / "psnr.safetensors", 1), stage(tmp_path / "gan.safetensors", 2)
 
     written = interpolate.write_blend(str(psnr), str(gan), 0.4, tmp_path / "blend" / "model.safetensors",
                                       {"psnr": 1.0})

@@ -7,7 +7,7 @@ fidelity without training again.
         [--write 0.5 --output runs/esrgan3d-x2-interpolated/model.safetensors]
 
 Every α is scored by the config's validator (a training-split volume; the held-out volumes are never used to choose
-α) with its PSNR, SSIM and, on the same crop, the protocol's no-reference scores: edge sharpness (mm⁻¹, higher is
+α), 3D or 2D, with its PSNR, SSIM and, on the same region, the protocol's no-reference scores: edge sharpness (mm⁻¹, higher is
 sharper) and mean PIQE over the slices (lower is better). ``--write α`` saves that blend as a checkpoint with the GAN
 model's inference settings and both parents recorded in ``training.network_interpolation``; publish it as any other.
 """
@@ -24,7 +24,6 @@ from MedSRLib.models.checkpoints import load_checkpoint, load_model, save_checkp
 
 from .config import load_config
 from .registry import VALIDATORS
-from .validators.base import evaluating, image_scores
 
 UNIT_SPACING = (1.0, 1.0, 1.0)  # the validation crop is on the HR grid; edge sharpness per voxel
 
@@ -59,24 +58,23 @@ def score_alphas(psnr_path: str, gan_path: str, config_path: str, alphas: Sequen
     psnr_state, psnr_metadata = load_checkpoint(psnr_path)
     gan_state, gan_metadata = load_checkpoint(gan_path)
     check_same_network(psnr_metadata, gan_metadata)
+    if not alphas:
+        raise InputError("Give at least one interpolation weight α to score.")
     config = load_config(config_path, overrides)
-    if config["validator"] != "protocol-3d":
-        raise InputError(f"Network interpolation is scored with the protocol-3d validator (3D models), not "
-                         f"'{config['validator']}'.")
     validator = VALIDATORS.get(config["validator"])(config, torch.device("cpu"))
     network, _ = load_model(gan_path)
-    bspline = validator.bspline()
-    rows = [{"model": "bspline", **image_scores(bspline, validator.hr), **no_reference(bspline)}]
+    rows = []
     for alpha in alphas:
         network.load_state_dict(interpolated_state(psnr_state, gan_state, alpha))
-        with evaluating(network):
-            prediction = validator.predict(network)
-        rows.append({"model": f"α = {alpha:g}", "alpha": alpha, **image_scores(prediction, validator.hr),
-                     **no_reference(prediction)})
-    return rows
+        scores, _ = validator.evaluate(network)
+        arrays = validator.arrays(network)
+        rows.append({"model": f"α = {alpha:g}", "alpha": alpha, **scores, **no_reference(arrays["prediction"])})
+    bspline = {"model": "bspline", **validator.baselines()["bspline"], **no_reference(arrays["bspline"])}
+    return [bspline, *rows]
 
 
 def no_reference(volume) -> dict:
+    """Edge sharpness per voxel and mean PIQE over the slices along array axis 0 (a 2D model's slice stack)."""
     return {"edge_sharpness": edge_sharpness(volume, UNIT_SPACING), "piqe": piqe_slicewise(volume, axis=0)}
 
 

@@ -29,6 +29,11 @@ class Validator:
         """Scores of ``network`` and 2D images for TensorBoard (values in [0, 1])."""
         raise NotImplementedError
 
+    def arrays(self, network: torch.nn.Module) -> Images:
+        """The scored region as "prediction", "reference" and "bspline" arrays, for scores the validator does not
+        compute itself (network interpolation's no-reference scores); validators that score images offer it."""
+        raise NotImplementedError(f"{type(self).__name__} does not give its scored arrays.")
+
     def summary(self, scores: Scores) -> str:
         return f"validation PSNR {scores['psnr']:.2f} dB, L1 {scores['l1']:.5f}"
 

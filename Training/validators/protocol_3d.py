@@ -82,6 +82,9 @@ class Protocol3dValidator(Validator):
         """The central crop by cubic B-spline, the baseline."""
         return corner_aligned_resample(self.lr, self.scale_xyz, order=3)[self.inner]
 
+    def arrays(self, network: torch.nn.Module) -> Images:
+        return {"prediction": self.predict(network), "reference": self.hr, "bspline": self.bspline()}
+
     def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
         sr = self.predict(network)
         middle = self.hr.shape[0] // 2
