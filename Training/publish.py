@@ -89,7 +89,10 @@ def flops_per_row(state: dict, metadata: dict, rows: Sequence[str]) -> Dict[str,
 
 
 def rows_not_beaten(scores: Dict[str, dict], method: str) -> List[str]:
-    return [f"{volume} {label}" for volume, table in scores.items() for label, row in table.items()
+    """Each row the PSNR gate fails, with the model's and the baselines' PSNR."""
+    def psnrs(row: dict) -> str:
+        return ", ".join(f"{name} {row[name]['psnr']:.2f} dB" for name in (method, *BASELINES))
+    return [f"{volume} {label} ({psnrs(row)})" for volume, table in scores.items() for label, row in table.items()
             if any(row[method]["psnr"] < row[baseline]["psnr"] + MIN_GAIN_DB for baseline in BASELINES)]
 
 
