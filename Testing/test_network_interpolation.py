@@ -71,7 +71,7 @@ def test_checkpoints_of_different_architectures_are_refused(tmp_path):
     wider = {"name": "rrdb3d", "params": {**PARAMS, "features": 8}}
     psnr, gan = stage(tmp_path / "psnr.safetensors", 1), stage(tmp_path / "gan.safetensors", 2, wider)
     with pytest.raises(InputError, match="differ in 'architecture'"):
-        interpolate.write_blend(str(psnr), str(gan), 0.5, tmp_path / "out.safetensors", None)
+        interpolate.write_blend(interpolate.load_stages(str(psnr), str(gan)), 0.5, tmp_path / "out.safetensors", None)
     assert not (tmp_path / "out.safetensors").exists()
 
 
@@ -80,7 +80,7 @@ def test_each_blend_is_scored_by_the_validator_as_in_training(tmp_path, training
     psnr, gan = stage(tmp_path / "psnr.safetensors", 1, kind=kind), stage(tmp_path / "gan.safetensors", 2, kind=kind)
     config = REPOSITORY / "Training/configs" / MODELS[kind][0]
     overrides = OVERRIDES + ['validation.slices=4', 'validation.margin=2'] * (kind == "2d")
-    rows = interpolate.score_alphas(str(psnr), str(gan), str(config), [0, 1], overrides)
+    rows = interpolate.score_alphas(interpolate.load_stages(str(psnr), str(gan)), str(config), [0, 1], overrides)
     assert [row["model"] for row in rows] == ["bspline", "α = 0", "α = 1"]
     # α = 0 is the PSNR model itself and α = 1 the GAN model, scored as the validator scores them during training.
     resolved = load_config(config, overrides)
@@ -90,7 +90,8 @@ def test_each_blend_is_scored_by_the_validator_as_in_training(tmp_path, training
         assert row["edge_sharpness"] > 0 and 0 <= row["piqe"] <= 100
     assert rows[1]["psnr"] != pytest.approx(rows[2]["psnr"])
     assert rows[0]["psnr"] == pytest.approx(validator.baselines()["bspline"]["psnr"])
-    arrays = validator.arrays(load_model(psnr)[0])
+    scores, arrays = validator.scored_arrays(load_model(psnr)[0])
+    assert scores["psnr"] == pytest.approx(rows[1]["psnr"])
     assert arrays["prediction"].shape == arrays["reference"].shape == arrays["bspline"].shape
     assert image_scores(arrays["bspline"], arrays["reference"], slicewise=kind == "2d")["psnr"] == \
         pytest.approx(rows[0]["psnr"])
@@ -99,8 +100,8 @@ def test_each_blend_is_scored_by_the_validator_as_in_training(tmp_path, training
 def test_the_chosen_blend_is_written_with_both_parents(tmp_path):
     psnr, gan = stage(tmp_path / "psnr.safetensors", 1), stage(tmp_path / "gan.safetensors", 2)
 
-    written = interpolate.write_blend(str(psnr), str(gan), 0.4, tmp_path / "blend" / "model.safetensors",
-                                      {"psnr": 1.0})
+    written = interpolate.write_blend(interpolate.load_stages(str(psnr), str(gan)), 0.4,
+                                      tmp_path / "blend" / "model.safetensors", {"psnr": 1.0})
     state, metadata = load_checkpoint(written)
     (psnr_state, psnr_metadata), (gan_state, gan_metadata) = load_checkpoint(psnr), load_checkpoint(gan)
     for name, value in state.items():

@@ -13,6 +13,7 @@ model's inference settings and both parents recorded in ``training.network_inter
 """
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -45,29 +46,44 @@ def interpolated_state(psnr_state: Dict[str, torch.Tensor], gan_state: Dict[str,
     return blended
 
 
-def check_same_network(psnr_metadata: dict, gan_metadata: dict) -> None:
+@dataclass(frozen=True)
+class Stages:
+    """The two checkpoints of one model, loaded once: the PSNR-oriented stage and the GAN stage trained from it."""
+    psnr_path: str
+    gan_path: str
+    psnr_state: Dict[str, torch.Tensor]
+    gan_state: Dict[str, torch.Tensor]
+    psnr_metadata: dict
+    gan_metadata: dict
+
+    def blend(self, alpha: float) -> Dict[str, torch.Tensor]:
+        return interpolated_state(self.psnr_state, self.gan_state, alpha)
+
+
+def load_stages(psnr_path: str, gan_path: str) -> Stages:
+    """Both checkpoints; refused unless they are two stages of one network (architecture, method, scales,
+    normalisation)."""
+    psnr_state, psnr_metadata = load_checkpoint(psnr_path)
+    gan_state, gan_metadata = load_checkpoint(gan_path)
     for key in ("architecture", "method", "scales", "normalisation"):
         if psnr_metadata.get(key) != gan_metadata.get(key):
             raise InputError(f"The two checkpoints differ in '{key}'; network interpolation blends two stages of one "
                              "model.")
+    return Stages(str(psnr_path), str(gan_path), psnr_state, gan_state, psnr_metadata, gan_metadata)
 
 
-def score_alphas(psnr_path: str, gan_path: str, config_path: str, alphas: Sequence[float],
+def score_alphas(stages: Stages, config_path: str, alphas: Sequence[float],
                  overrides: Sequence[str] = ()) -> List[dict]:
     """The validator's scores and the no-reference scores of every blend, plus B-spline's, as table rows."""
-    psnr_state, psnr_metadata = load_checkpoint(psnr_path)
-    gan_state, gan_metadata = load_checkpoint(gan_path)
-    check_same_network(psnr_metadata, gan_metadata)
     if not alphas:
         raise InputError("Give at least one interpolation weight α to score.")
     config = load_config(config_path, overrides)
     validator = VALIDATORS.get(config["validator"])(config, torch.device("cpu"))
-    network, _ = load_model(gan_path)
+    network, _ = load_model(stages.gan_path)
     rows = []
     for alpha in alphas:
-        network.load_state_dict(interpolated_state(psnr_state, gan_state, alpha))
-        scores, _ = validator.evaluate(network)
-        arrays = validator.arrays(network)
+        network.load_state_dict(stages.blend(alpha))
+        scores, arrays = validator.scored_arrays(network)
         rows.append({"model": f"α = {alpha:g}", "alpha": alpha, **scores, **no_reference(arrays["prediction"])})
     bspline = {"model": "bspline", **validator.baselines()["bspline"], **no_reference(arrays["bspline"])}
     return [bspline, *rows]
@@ -78,19 +94,20 @@ def no_reference(volume) -> dict:
     return {"edge_sharpness": edge_sharpness(volume, UNIT_SPACING), "piqe": piqe_slicewise(volume, axis=0)}
 
 
-def write_blend(psnr_path: str, gan_path: str, alpha: float, output: Path, validation: Optional[dict]) -> Path:
-    psnr_state, psnr_metadata = load_checkpoint(psnr_path)
-    gan_state, gan_metadata = load_checkpoint(gan_path)
-    check_same_network(psnr_metadata, gan_metadata)
+def write_blend(stages: Stages, alpha: float, output: Path, validation: Optional[dict]) -> Path:
+    """Saves the blend with the GAN stage's inference settings and both parents in ``training.network_interpolation``;
+    ``validation`` (its scores) goes into ``metrics.validation``."""
+    gan_metadata = stages.gan_metadata
     metadata = {key: value for key, value in gan_metadata.items() if key not in ("weights_sha256", "created")}
     metadata["training"] = {**gan_metadata["training"], "network_interpolation": {
-        "alpha": alpha, "psnr_model": {"path": str(psnr_path), "weights_sha256": psnr_metadata["weights_sha256"]},
-        "gan_model": {"path": str(gan_path), "weights_sha256": gan_metadata["weights_sha256"]}}}
+        "alpha": alpha,
+        "psnr_model": {"path": stages.psnr_path, "weights_sha256": stages.psnr_metadata["weights_sha256"]},
+        "gan_model": {"path": stages.gan_path, "weights_sha256": gan_metadata["weights_sha256"]}}}
     if validation is not None:
         metadata["metrics"] = {**gan_metadata.get("metrics", {}), "validation": {
             **gan_metadata.get("metrics", {}).get("validation", {}), **validation}}
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(output, interpolated_state(psnr_state, gan_state, alpha), metadata)
+    save_checkpoint(output, stages.blend(alpha), metadata)
     return output
 
 
@@ -116,14 +133,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if (arguments.write is None) != (arguments.output is None):
             raise InputError("--write ALPHA and --output FILE go together.")
         alphas = sorted(set(arguments.alphas) | ({arguments.write} if arguments.write is not None else set()))
-        rows = score_alphas(arguments.psnr_model, arguments.gan_model, arguments.config, alphas,
-                            arguments.set)
+        stages = load_stages(arguments.psnr_model, arguments.gan_model)
+        rows = score_alphas(stages, arguments.config, alphas, arguments.set)
         print(format_rows(rows))
         if arguments.write is not None:
             chosen = next(row for row in rows if row.get("alpha") == arguments.write)
             validation = {key: value for key, value in chosen.items() if key not in ("model", "alpha")}
-            print(write_blend(arguments.psnr_model, arguments.gan_model, arguments.write, arguments.output,
-                              validation))
+            print(write_blend(stages, arguments.write, arguments.output, validation))
     except MedSRError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -29,9 +29,9 @@ class Validator:
         """Scores of ``network`` and 2D images for TensorBoard (values in [0, 1])."""
         raise NotImplementedError
 
-    def arrays(self, network: torch.nn.Module) -> Images:
-        """The scored region as "prediction", "reference" and "bspline" arrays, for scores the validator does not
-        compute itself (network interpolation's no-reference scores); validators that score images offer it."""
+    def scored_arrays(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
+        """:meth:`evaluate`'s scores with the whole scored region as "prediction", "reference" and "bspline" arrays,
+        for scores the validator does not compute itself (network interpolation's no-reference scores)."""
         raise NotImplementedError(f"{type(self).__name__} does not give its scored arrays.")
 
     def summary(self, scores: Scores) -> str:

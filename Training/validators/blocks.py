@@ -79,12 +79,19 @@ class DegradedBlocks:
         lr, hr, inner = self.block(factors)
         return self.scores(self.bspline(lr, factors)[inner], hr)
 
+    def scored_arrays(self, network: torch.nn.Module, factors: Sequence[float],
+                      device: torch.device) -> Tuple[Scores, Images]:
+        """Scores of the network at ``factors`` and the scored region's output, reference and B-spline."""
+        lr, hr, inner = self.block(factors)
+        sr = self.predict(network, lr, factors, device)[inner]
+        return self.scores(sr, hr), {"prediction": sr, "reference": hr, "bspline": self.bspline(lr, factors)[inner]}
+
     def evaluate(self, network: torch.nn.Module, factors: Sequence[float],
                  device: torch.device) -> Tuple[Scores, Images]:
         """Scores of the network at ``factors`` and the central plane of its B-spline input, output and reference."""
-        lr, hr, inner = self.block(factors)
-        sr = self.predict(network, lr, factors, device)[inner]
+        scores, arrays = self.scored_arrays(network, factors, device)
+        hr = arrays["reference"]
         middle = len(hr) // 2 if self.is_2d else (0, hr.shape[1] // 2)
-        images = {"bspline": np.clip(self.bspline(lr, factors)[inner][middle], 0, 1),
-                  "prediction": np.clip(sr[middle], 0, 1), "reference": hr[middle]}
-        return self.scores(sr, hr), images
+        images = {"bspline": np.clip(arrays["bspline"][middle], 0, 1),
+                  "prediction": np.clip(arrays["prediction"][middle], 0, 1), "reference": hr[middle]}
+        return scores, images

@@ -23,10 +23,8 @@ class InPlane2dValidator(Validator):
     def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
         return self.blocks.evaluate(network, self.factors, self.device)
 
-    def arrays(self, network: torch.nn.Module) -> Images:
-        lr, hr, inner = self.blocks.block(self.factors)
-        return {"prediction": self.blocks.predict(network, lr, self.factors, self.device)[inner], "reference": hr,
-                "bspline": self.blocks.bspline(lr, self.factors)[inner]}
+    def scored_arrays(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
+        return self.blocks.scored_arrays(network, self.factors, self.device)
 
     def describe(self) -> dict:
         return {**super().describe(), "slices": self.config["validation"]["slices"]}

@@ -82,12 +82,13 @@ class Protocol3dValidator(Validator):
         """The central crop by cubic B-spline, the baseline."""
         return corner_aligned_resample(self.lr, self.scale_xyz, order=3)[self.inner]
 
-    def arrays(self, network: torch.nn.Module) -> Images:
-        return {"prediction": self.predict(network), "reference": self.hr, "bspline": self.bspline()}
+    def scored_arrays(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
+        sr = self.predict(network)
+        return image_scores(sr, self.hr), {"prediction": sr, "reference": self.hr, "bspline": self.bspline()}
 
     def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
-        sr = self.predict(network)
+        scores, arrays = self.scored_arrays(network)
         middle = self.hr.shape[0] // 2
-        images = {"bspline": np.clip(self.bspline()[middle], 0, 1), "prediction": np.clip(sr[middle], 0, 1),
-                  "reference": self.hr[middle]}
-        return image_scores(sr, self.hr), images
+        images = {"bspline": np.clip(arrays["bspline"][middle], 0, 1),
+                  "prediction": np.clip(arrays["prediction"][middle], 0, 1), "reference": self.hr[middle]}
+        return scores, images
