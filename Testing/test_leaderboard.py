@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 from conftest import cached_dataset
-from MedSRLib.evaluation.leaderboard import Entry, entries, supports
+from MedSRLib.evaluation.leaderboard import Entry, entries, run_leaderboard, select_entries, supports
 from MedSRLib.evaluation.protocol import Degradation
 
 
@@ -76,3 +76,13 @@ def test_update_merges_a_contestants_rows_into_the_earlier_page_and_keeps_its_co
     assert "Updated by `python -m MedSRLib.evaluation " + " ".join(map(str, update)) + "`: " in page
     rows = [line.split(" | ")[1] for line in page.splitlines() if line.startswith("| isotropic ×2 |")]
     assert rows == ["bspline", "lanczos", "nearest"]  # B-spline rescored in place, nearest added after
+
+
+def test_rows_that_no_named_contestant_serves_are_not_run_for_the_baseline_alone():
+    cached_dataset("colin27")
+    selected = select_entries(["threeplayer-x2"])  # B-spline is added beside it
+    assert [entry.label for entry in selected] == ["bspline", "threeplayer-x2"]
+    thick = [Degradation.from_key("thick-2")]  # a row threeplayer-x2 does not serve
+    assert run_leaderboard(selected, thick, ["colin27"], quick=True, asked=["threeplayer-x2"]) == {}
+    unnamed = run_leaderboard(selected, thick, ["colin27"], quick=True)
+    assert list(unnamed["colin27"][thick[0].label]) == ["bspline"]

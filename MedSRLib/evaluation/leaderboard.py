@@ -179,41 +179,52 @@ def run_no_reference(entry: Entry, scan: NoReferenceScan, backend: str) -> dict:
 
 def run_leaderboard(selected: Sequence[Entry], degradations: Sequence[Degradation] = DEGRADATIONS,
                     volumes: Sequence[str] = FULL_REFERENCE_VOLUMES + (NO_REFERENCE_VOLUME,), quick: bool = False,
-                    backend: str = "auto", log=None, on_row=None) -> dict:
+                    backend: str = "auto", log=None, on_row=None, asked: Optional[Sequence[str]] = None) -> dict:
     """{volume: {row label: {entry label: scores}}}; the no-reference volume has one row, its thick axis.
-    ``on_row(results)`` is called after each finished row, so a long run can write what it has."""
+    ``on_row(results)`` is called after each finished row, so a long run can write what it has. ``asked``: the labels
+    the user named (None: all); a row none of them serves is not run, so the B-spline baseline added beside them is
+    not scored where nothing is compared with it."""
     from MedSRLib.evaluation.datasets import dataset_path
     from MedSRLib.io import read_volume
     log = log or (lambda line: None)
     on_row = on_row or (lambda results: None)
     results: Dict[str, Dict[str, Dict[str, dict]]] = {}
     warmed = set()
+
+    def contestants(scale_xyz) -> List[Entry]:
+        served = [entry for entry in selected if supports(entry, scale_xyz)]
+        wanted = asked is None or any(entry.label in asked for entry in served)
+        return served if wanted else []
     for volume in volumes:
         if volume == NO_REFERENCE_VOLUME:
             scan = read_volume(dataset_path(volume))
             prepared = NoReferenceScan.prepare(central_crop(scan.array, QUICK_CROP) if quick else scan.array,
                                                scan.spacing)
-            row = results.setdefault(volume, {}).setdefault(f"thick axis ×{prepared.row.scale:g} (no reference)", {})
-            for entry in selected:
-                if supports(entry, prepared.row.scale_xyz()):
+            served = contestants(prepared.row.scale_xyz())
+            if served:
+                row = results.setdefault(volume, {}).setdefault(f"thick axis ×{prepared.row.scale:g} (no reference)",
+                                                                {})
+                for entry in served:
                     row[entry.label] = run_no_reference(entry, prepared, backend)
                     log(f"{volume} {entry.label}: {_summary(row[entry.label])}")
-            on_row(results)
+                on_row(results)
             continue
         hr_array = heldout_volume(volume)
         if quick:
             hr_array = central_crop(hr_array, QUICK_CROP)
         for degradation in degradations:
+            served = contestants(degradation.scale_xyz())
+            if not served:
+                continue
             hr, lr = degradation.apply(hr_array)
             borders = reference_borders(hr, degradation)
             row = results.setdefault(volume, {}).setdefault(degradation.label, {})
-            for entry in selected:
-                if supports(entry, degradation.scale_xyz()):
-                    if entry.checkpoint and entry.label not in warmed:
-                        warm_up(entry, lr, degradation, backend)
-                        warmed.add(entry.label)
-                    row[entry.label] = run_full_reference(entry, hr, lr, degradation, borders, backend)
-                    log(f"{volume} {degradation.key} {entry.label}: {_summary(row[entry.label])}")
+            for entry in served:
+                if entry.checkpoint and entry.label not in warmed:
+                    warm_up(entry, lr, degradation, backend)
+                    warmed.add(entry.label)
+                row[entry.label] = run_full_reference(entry, hr, lr, degradation, borders, backend)
+                log(f"{volume} {degradation.key} {entry.label}: {_summary(row[entry.label])}")
             on_row(results)
     return results
 
@@ -404,7 +415,8 @@ def main_all(arguments, argv: Sequence[str]) -> None:
         write_results(page_results(results), Path(arguments.results), command, [*header, note],
                       arguments.quick)
     results = run_leaderboard(selected, degradations, arguments.volumes, arguments.quick, arguments.backend,
-                              lambda line: print(line, file=sys.stderr, flush=True), write_so_far)
+                              lambda line: print(line, file=sys.stderr, flush=True), write_so_far,
+                              asked=arguments.methods)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
     for note in write_results(page_results(results), Path(arguments.results), command,
