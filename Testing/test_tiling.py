@@ -5,8 +5,9 @@ from torch import nn
 
 from MedSRLib.errors import Cancelled, CheckpointError, InputError, MemoryBudgetError
 from MedSRLib.nn.blocks.pixel_shuffle import PixelShuffle3d
+from MedSRLib.models.checkpoints import load_model
 from MedSRLib.engine.tiling import TilingOptions, _Placement, estimate_memory, run_tiled
-from MedSRLib.engine.devices import resolve_device
+from MedSRLib.engine.devices import autocast_dtype, memory_format, resolve_device, set_memory_format
 
 BLENDS = ["gaussian", "average", "crop-margin"]
 
@@ -222,6 +223,47 @@ def test_device_choice():
             resolve_device("cuda")
         if not torch.backends.mps.is_available():
             assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bf16_supported, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_cuda_runs_in_bfloat16_where_supported_and_channels_last(monkeypatch, bf16_supported, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
+    assert autocast_dtype(torch.device("cuda")) == expected
+    assert memory_format(torch.device("cuda"), 3) == torch.channels_last_3d
+    assert memory_format(torch.device("cuda"), 2) == torch.channels_last
+    for other in ("cpu", "mps"):
+        assert autocast_dtype(torch.device(other)) is None and memory_format(torch.device(other), 3) is None
+
+
+def test_channels_last_weights_keep_the_output_and_leave_other_ranks_alone(image):
+    """The CUDA layout, applied here on the CPU: 5D weights become NDHWC, a 4D weight in a 3D network is left as it
+    is (Module.to(memory_format=channels_last_3d) would refuse it), and the network's output does not change."""
+    network = conv_x2_3d()
+    network.register_buffer("table", torch.arange(16.0).reshape(1, 2, 2, 4))
+    batch = torch.from_numpy(image[None, None, :8, :8, :8].copy())
+    with torch.no_grad():
+        expected = network(batch)
+        set_memory_format(network, torch.channels_last_3d)
+        result = network(batch.contiguous(memory_format=torch.channels_last_3d))
+    assert network[2].weight.is_contiguous(memory_format=torch.channels_last_3d)  # 4 input channels: a real change
+    assert not network[2].weight.is_contiguous()
+    assert network.table.is_contiguous()
+    torch.testing.assert_close(result, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_shipped_3d_model_in_bfloat16_channels_last_stays_close_to_float32(colin27):
+    """What a GPU run does (bfloat16 autocast, NDHWC), here with the CPU's bfloat16 autocast on the shipped fast
+    ×2 model: the output stays within bfloat16's resolution of the float32 output on a crop of Colin27."""
+    network, _ = load_model("threeplayer-fast-x2")
+    crop = colin27[84:96, 104:116, 84:96].astype(np.float32) / float(colin27.max())
+    batch = torch.from_numpy(crop[None, None])
+    with torch.no_grad():
+        expected = network(batch)
+        set_memory_format(network, torch.channels_last_3d)
+        with torch.autocast("cpu", torch.bfloat16):
+            result = network(batch.contiguous(memory_format=torch.channels_last_3d)).float()
+    error = (result - expected).abs()
+    assert float(error.max()) < 0.03 and float(error.mean()) < 0.004
 
 
 @pytest.mark.parametrize("options, factors, message", [

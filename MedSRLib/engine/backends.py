@@ -14,7 +14,8 @@ cost 109 s before its first batch and then ran like eager (56 vs 50 s, 20 vs 22 
 offered. Converting (``torch.export``, then OpenVINO) took 40 s the first time under that load, about what OpenVINO
 saved on the 64³ input (55 s); hence the rule for ``auto``, with a margin: OpenVINO where it is installed, the network
 runs on the CPU and takes one image input, and either its conversion is already cached or the output has at least 256³
-voxels (a 128³ input at ×2). On CUDA torch runs the network (with autocast); OpenVINO's GPU plugin is not used.
+voxels (a 128³ input at ×2). On CUDA torch runs the network (bfloat16 autocast where the GPU
+supports it, channels-last: ``engine.devices``); OpenVINO's GPU plugin is not used.
 
 Coordinate-conditioned networks (ArSSR, MIASSR: ``model(x, coordinates, scale)``) run with torch: converting them
 was not tried, and their coordinate input's shape changes with the scale factor, which one cached conversion per

@@ -24,3 +24,31 @@ def device_type(name: str) -> str:
     if name not in DEVICES:
         raise InputError(f"Unknown device '{name}'; choose one of {', '.join(DEVICES)}.")
     return resolve_device("auto").type if name == "auto" else name
+
+
+
+def autocast_dtype(device: torch.device):
+    """The reduced precision the engine's autocast runs a network in on ``device``, or None for float32: on CUDA
+    bfloat16 where the GPU supports it (float32's exponent range, so large activations do not overflow as they can in
+    float16), float16 otherwise; the CPU and MPS run float32."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def memory_format(device: torch.device, window_dims: int):
+    """The layout for a network's weights and input windows on ``device``, or None to keep the default: on CUDA
+    channels-last (NDHWC for 3D windows, NHWC for 2D ones), the layout cuDNN's tensor-core convolutions use without
+    transposing each layer's input."""
+    if device.type != "cuda":
+        return None
+    return torch.channels_last_3d if window_dims == 3 else torch.channels_last
+
+
+def set_memory_format(module: torch.nn.Module, layout) -> None:
+    """Store ``module``'s weights of the layout's rank (5 for channels_last_3d, 4 for channels_last) in ``layout``, in
+    place; weights of other ranks (a 2D layer in a 3D network) keep theirs, which ``Module.to`` would refuse."""
+    rank = 5 if layout == torch.channels_last_3d else 4
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.dim() == rank:
+            tensor.data = tensor.data.contiguous(memory_format=layout)

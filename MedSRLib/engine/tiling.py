@@ -40,7 +40,7 @@ from MedSRLib.errors import CheckpointError, InputError, MemoryBudgetError
 from MedSRLib.grid.geometry import output_coordinates
 from MedSRLib.progress import CancelCheck, ProgressCallback, report
 from .backends import check_backend, inference_forward
-from .devices import resolve_device
+from .devices import autocast_dtype, memory_format, resolve_device, set_memory_format
 
 logger = logging.getLogger(__name__)
 
@@ -322,13 +322,14 @@ def _predict(forward: Callable[..., torch.Tensor], padded: torch.Tensor, windows
     batch = torch.stack([padded[grid.input_slices(window)] for window in windows]).unsqueeze(1)
     if grid.slice_axis is not None:
         batch = batch.squeeze(2 + grid.slice_axis)
-    inputs = [batch.to(device)]
+    layout = memory_format(device, len(grid.window_axes))
+    inputs = [batch.to(device, memory_format=layout) if layout else batch.to(device)]
     if conditioned:
         inputs.append(torch.stack([grid.coordinates(window) for window in windows]).to(device))
         inputs.append(torch.tensor([[grid.factors[axis] for axis in grid.window_axes]] * len(windows),
                                    dtype=torch.float32, device=device))
-    use_autocast = autocast and device.type == "cuda"
-    with torch.autocast("cuda") if use_autocast else contextlib.nullcontext():
+    reduced_precision = autocast_dtype(device) if autocast else None
+    with torch.autocast(device.type, reduced_precision) if reduced_precision else contextlib.nullcontext():
         predictions = forward(*inputs)
     if grid.slice_axis is not None:
         predictions = predictions.unsqueeze(2 + grid.slice_axis)
@@ -362,6 +363,9 @@ def run_tiled(model: torch.nn.Module, image: np.ndarray, factors: FactorsLike,
     padded = torch.from_numpy(np.pad(image, padding, mode="edge") if any(p for _, p in padding) else image)
     windows = list(grid.windows())
     model.eval().to(device)
+    layout = memory_format(device, len(grid.window_axes))
+    if layout:
+        set_memory_format(model, layout)
     conditioned = options.conditioning == "coordinates"
     window_shape = tuple(grid.patch[axis] for axis in grid.window_axes)
     forward = inference_forward(model, options.backend, device, window_shape, math.prod(grid.out_shape),
