@@ -15,7 +15,7 @@ from MedSRLib.io.volume_files import write_volume
 from Training.config import load_config
 from Training.registry import Registry
 from Training.samplers.arbitrary_scale import ArbitraryScaleSampler
-from Training.samplers.degradation import check_degradation, degrade
+from Training.samplers.degradation import FOURIER_PADDING, check_degradation, degrade
 from Training.samplers.unpaired import ThickSliceScan, UnpairedThickSliceSampler, draw_scans, simulate_thick_slices
 from Training.samplers.windows import WindowSampler
 from Training.scaling import ScaleRange, window_factors
@@ -105,6 +105,23 @@ def test_whole_factor_pairs_keep_the_window_and_float_factors_crop_the_target():
     assert lr.shape == (4, 12) and target.shape == (10, 12)
     with pytest.raises(InputError, match="use 'area' for float factors"):
         check_degradation("block-mean", (2.5, 1), 12)
+
+
+def test_block_mean_fourier_input_is_the_band_limited_block_mean_on_the_hr_grid():
+    """A cosine even about the window's edges stays a whole cosine after the mirror padding; with a frequency whose
+    period divides the padded LR length, the FFT is exact, so the input is the block mean's attenuation of the
+    cosine, A = sin(π k f / N) / (f sin(π k / N)), at the HR voxel centres: phase, amplitude and padding at once."""
+    size, factor = 32, 2
+    lr_size = size // factor
+    k = lr_size // np.gcd(lr_size, 2 * FOURIER_PADDING)
+    x = np.arange(size)
+    hr = np.broadcast_to(np.cos(2 * np.pi * k * (x + 0.5) / size)[:, None, None], (size, 8, 8)).astype(np.float32)
+    network_input, target = degrade(hr, (factor, factor, factor), "block-mean-fourier")
+    attenuation = np.sin(np.pi * k * factor / size) / (factor * np.sin(np.pi * k / size))
+    assert network_input.shape == hr.shape and target is hr
+    np.testing.assert_allclose(network_input, attenuation * hr, atol=2e-5)
+    with pytest.raises(InputError, match="whole factors that divide"):
+        check_degradation("block-mean-fourier", (2.5, 2, 2), 32)
 
 
 def test_scale_range_moves_all_axes_together_unless_independent():

