@@ -81,8 +81,9 @@ def band_limited_samples(spectrum, positions):
 
 
 def test_fourier_upsample_of_a_real_lr_acquisition_gives_the_kspace_truncated_hr_image():
-    """Training input (k-space truncation of HR) and inference input (a LR scan, Fourier-interpolated) agree: a LR scan
-    samples the truncated HR image at the LR voxel centres, 2p + 0.5 in HR voxels on the corner-aligned grid."""
+    """DCSRN's inference input for a real MR acquisition (a LR scan, Fourier-interpolated) is the paper's training input
+    (k-space truncation of HR): a LR scan samples the truncated HR image at the LR voxel centres, 2p + 0.5 in HR
+    voxels on the corner-aligned grid."""
     truncated = kspace_truncate(np.random.default_rng(0).random((14, 10, 18)), (2, 2, 2))  # odd LR lengths 7, 5, 9
     spectrum = np.fft.fftn(truncated)
     assert np.allclose(band_limited_samples(spectrum, [np.arange(n) for n in truncated.shape]), truncated)
