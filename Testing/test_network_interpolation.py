@@ -28,6 +28,10 @@ MODELS = {  # config, then the stage checkpoints' method, architecture and setti
            {"scales": [[2.0, 2.0, 2.0]], "axes": "3d", "patch": [16, 16, 16]}),
     "2d": ("msgan-x4-cpu.yaml", "msgan", {"name": "msgan", "params": MSGAN_PARAMS},
            {"scales": [[4.0, 4.0, 1.0]], "axes": "2d-in-plane", "slice_axis": 0, "patch": [16, 16]}),
+    "through-plane": ("clade-cpu.yaml", "clade",
+                      {"name": "clade_resnet2d", "params": {"features": 4, "blocks": 1, "initial_gain": 0.1}},
+                      {"scale_range": {"min": [1.0, 1.0, 2.0], "max": [1.0, 1.0, 12.0]}, "axes": "2d-through-plane",
+                       "patch": [32, 32]}),
 }
 
 
@@ -75,25 +79,28 @@ def test_checkpoints_of_different_architectures_are_refused(tmp_path):
     assert not (tmp_path / "out.safetensors").exists()
 
 
-@pytest.mark.parametrize("kind", ["3d", "2d"])
+@pytest.mark.parametrize("kind", ["3d", "2d", "through-plane"])
 def test_each_blend_is_scored_by_the_validator_as_in_training(tmp_path, training_volumes, kind):
     psnr, gan = stage(tmp_path / "psnr.safetensors", 1, kind=kind), stage(tmp_path / "gan.safetensors", 2, kind=kind)
     config = REPOSITORY / "Training/configs" / MODELS[kind][0]
-    overrides = OVERRIDES + ['validation.slices=4', 'validation.margin=2'] * (kind == "2d")
+    overrides = OVERRIDES + ['validation.slices=4', 'validation.margin=2'] * (kind != "3d")
     rows = interpolate.score_alphas(interpolate.load_stages(str(psnr), str(gan)), str(config), [0, 1], overrides)
     assert [row["model"] for row in rows] == ["bspline", "α = 0", "α = 1"]
     # α = 0 is the PSNR model itself and α = 1 the GAN model, scored as the validator scores them during training.
     resolved = load_config(config, overrides)
     validator = VALIDATORS.get(resolved["validator"])(resolved, torch.device("cpu"))
     for row, path in zip(rows[1:], (psnr, gan)):
-        assert row["psnr"] == pytest.approx(validator.evaluate(load_model(path)[0])[0]["psnr"])
+        validated = validator.evaluate(load_model(path)[0])[0]
+        assert row["psnr"] == pytest.approx(validated["psnr"])
         assert row["edge_sharpness"] > 0 and 0 <= row["piqe"] <= 100
+        if kind == "through-plane":  # its validator's own scores, across the thick axis, are kept
+            assert (row["edge_sharpness"], row["piqe"]) == pytest.approx((validated["edge_sharpness"], validated["piqe"]))
     assert rows[1]["psnr"] != pytest.approx(rows[2]["psnr"])
     assert rows[0]["psnr"] == pytest.approx(validator.baselines()["bspline"]["psnr"])
     scores, arrays = validator.scored_arrays(load_model(psnr)[0])
     assert scores["psnr"] == pytest.approx(rows[1]["psnr"])
     assert arrays["prediction"].shape == arrays["reference"].shape == arrays["bspline"].shape
-    assert image_scores(arrays["bspline"], arrays["reference"], slicewise=kind == "2d")["psnr"] == \
+    assert image_scores(arrays["bspline"], arrays["reference"], slicewise=kind != "3d")["psnr"] == \
         pytest.approx(rows[0]["psnr"])
 
 

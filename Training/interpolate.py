@@ -74,7 +74,8 @@ def load_stages(psnr_path: str, gan_path: str) -> Stages:
 
 def score_alphas(stages: Stages, config_path: str, alphas: Sequence[float],
                  overrides: Sequence[str] = ()) -> List[dict]:
-    """The validator's scores and the no-reference scores of every blend, plus B-spline's, as table rows."""
+    """The validator's scores and the no-reference scores of every blend, plus B-spline's, as table rows; a validator
+    that measures edge sharpness or PIQE itself (across the thick axis, for through-plane models) keeps its own."""
     if not alphas:
         raise InputError("Give at least one interpolation weight α to score.")
     config = load_config(config_path, overrides)
@@ -84,8 +85,8 @@ def score_alphas(stages: Stages, config_path: str, alphas: Sequence[float],
     for alpha in alphas:
         network.load_state_dict(stages.blend(alpha))
         scores, arrays = validator.scored_arrays(network)
-        rows.append({"model": f"α = {alpha:g}", "alpha": alpha, **scores, **no_reference(arrays["prediction"])})
-    bspline = {"model": "bspline", **validator.baselines()["bspline"], **no_reference(arrays["bspline"])}
+        rows.append({"model": f"α = {alpha:g}", "alpha": alpha, **no_reference(arrays["prediction"]), **scores})
+    bspline = {"model": "bspline", **no_reference(arrays["bspline"]), **validator.baselines()["bspline"]}
     return [bspline, *rows]
 
 

@@ -60,14 +60,18 @@ class SimulatedThickSliceValidator(Validator):
         return (f"{super().summary(scores)}, PIQE {scores['piqe']:.1f}, "
                 f"edge sharpness {scores['edge_sharpness']:.3f} mm⁻¹")
 
-    def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
+    def scored_arrays(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
         with evaluating(network):
             sr = network(torch.from_numpy(self.input[:, None]).to(self.device))[:, 0].float().cpu().numpy()
         sr = sr[self.inner]
-        middle = len(sr) // 2
-        images = {"bspline": np.clip(self.input[self.inner][middle], 0, 1), "prediction": np.clip(sr[middle], 0, 1),
-                  "reference": self.reference[middle]}
-        return self.scores(sr), images
+        return self.scores(sr), {"prediction": sr, "reference": self.reference, "bspline": self.input[self.inner]}
+
+    def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
+        scores, arrays = self.scored_arrays(network)
+        middle = len(arrays["prediction"]) // 2
+        images = {"bspline": np.clip(arrays["bspline"][middle], 0, 1),
+                  "prediction": np.clip(arrays["prediction"][middle], 0, 1), "reference": self.reference[middle]}
+        return scores, images
 
     def describe(self) -> dict:
         return {**super().describe(), "slices": self.config["validation"]["slices"], "simulated": "thick slices"}
