@@ -7,7 +7,7 @@ from MedSRLib.errors import Cancelled, CheckpointError, InputError, MemoryBudget
 from MedSRLib.nn.blocks.pixel_shuffle import PixelShuffle3d
 from MedSRLib.models.checkpoints import load_model
 from MedSRLib.engine.tiling import TilingOptions, _Placement, estimate_memory, run_tiled
-from MedSRLib.engine.devices import autocast_dtype, memory_format, resolve_device, set_memory_format
+from MedSRLib.engine.devices import autocast_dtype, memory_format, resolve_device, weights_in_layout
 
 BLENDS = ["gaussian", "average", "crop-margin"]
 
@@ -235,20 +235,24 @@ def test_cuda_runs_in_bfloat16_where_supported_and_channels_last(monkeypatch, bf
         assert autocast_dtype(torch.device(other)) is None and memory_format(torch.device(other), 3) is None
 
 
-def test_channels_last_weights_keep_the_output_and_leave_other_ranks_alone(image):
+def test_channels_last_weights_keep_the_output_leave_other_ranks_alone_and_are_restored(image):
     """The CUDA layout, applied here on the CPU: 5D weights become NDHWC, a 4D weight in a 3D network is left as it
-    is (Module.to(memory_format=channels_last_3d) would refuse it), and the network's output does not change."""
+    is (Module.to(memory_format=channels_last_3d) would refuse it), the network's output does not change, and after
+    the block the weights are back in the default layout and still train (the engine runs inference inside it)."""
     network = conv_x2_3d()
     network.register_buffer("table", torch.arange(16.0).reshape(1, 2, 2, 4))
     batch = torch.from_numpy(image[None, None, :8, :8, :8].copy())
     with torch.no_grad():
         expected = network(batch)
-        set_memory_format(network, torch.channels_last_3d)
+    with weights_in_layout(network, torch.channels_last_3d), torch.inference_mode():
+        assert network[2].weight.is_contiguous(memory_format=torch.channels_last_3d)  # 4 input channels: a change
+        assert not network[2].weight.is_contiguous()
+        assert network.table.is_contiguous()
         result = network(batch.contiguous(memory_format=torch.channels_last_3d))
-    assert network[2].weight.is_contiguous(memory_format=torch.channels_last_3d)  # 4 input channels: a real change
-    assert not network[2].weight.is_contiguous()
-    assert network.table.is_contiguous()
     torch.testing.assert_close(result, expected, atol=1e-6, rtol=1e-5)
+    assert all(parameter.is_contiguous() for parameter in network.parameters())
+    network(batch).sum().backward()
+    assert network[2].weight.grad is not None
 
 
 def test_shipped_3d_model_in_bfloat16_channels_last_stays_close_to_float32(colin27):
@@ -259,8 +263,7 @@ def test_shipped_3d_model_in_bfloat16_channels_last_stays_close_to_float32(colin
     batch = torch.from_numpy(crop[None, None])
     with torch.no_grad():
         expected = network(batch)
-        set_memory_format(network, torch.channels_last_3d)
-        with torch.autocast("cpu", torch.bfloat16):
+        with weights_in_layout(network, torch.channels_last_3d), torch.autocast("cpu", torch.bfloat16):
             result = network(batch.contiguous(memory_format=torch.channels_last_3d)).float()
     error = (result - expected).abs()
     assert float(error.max()) < 0.03 and float(error.mean()) < 0.004

@@ -1,4 +1,7 @@
-"""Which torch device runs a network."""
+"""Which torch device runs a network, and in which precision and memory layout."""
+import contextlib
+from typing import Iterator
+
 import torch
 
 from MedSRLib.errors import InputError
@@ -45,10 +48,21 @@ def memory_format(device: torch.device, window_dims: int):
     return torch.channels_last_3d if window_dims == 3 else torch.channels_last
 
 
-def set_memory_format(module: torch.nn.Module, layout) -> None:
-    """Store ``module``'s weights of the layout's rank (5 for channels_last_3d, 4 for channels_last) in ``layout``, in
-    place; weights of other ranks (a 2D layer in a 3D network) keep theirs, which ``Module.to`` would refuse."""
+@contextlib.contextmanager
+def weights_in_layout(module: torch.nn.Module, layout) -> Iterator[None]:
+    """Within the block, ``module``'s weights of the layout's rank (5 for channels_last_3d, 4 for channels_last) are
+    stored in ``layout``; afterwards in the default layout again, so a network being trained (a validator's) keeps its
+    own. Weights of other ranks (a 2D layer in a 3D network), which ``Module.to`` would refuse, are left alone; with
+    ``layout`` None nothing changes."""
+    if layout is None:
+        yield
+        return
     rank = 5 if layout == torch.channels_last_3d else 4
-    for tensor in [*module.parameters(), *module.buffers()]:
-        if tensor.dim() == rank:
-            tensor.data = tensor.data.contiguous(memory_format=layout)
+    converted = [tensor for tensor in [*module.parameters(), *module.buffers()] if tensor.dim() == rank]
+    for tensor in converted:
+        tensor.data = tensor.data.contiguous(memory_format=layout)
+    try:
+        yield
+    finally:
+        for tensor in converted:
+            tensor.data = tensor.data.contiguous()

@@ -40,7 +40,7 @@ from MedSRLib.errors import CheckpointError, InputError, MemoryBudgetError
 from MedSRLib.grid.geometry import output_coordinates
 from MedSRLib.progress import CancelCheck, ProgressCallback, report
 from .backends import check_backend, inference_forward
-from .devices import autocast_dtype, memory_format, resolve_device, set_memory_format
+from .devices import autocast_dtype, memory_format, resolve_device, weights_in_layout
 
 logger = logging.getLogger(__name__)
 
@@ -363,16 +363,14 @@ def run_tiled(model: torch.nn.Module, image: np.ndarray, factors: FactorsLike,
     padded = torch.from_numpy(np.pad(image, padding, mode="edge") if any(p for _, p in padding) else image)
     windows = list(grid.windows())
     model.eval().to(device)
-    layout = memory_format(device, len(grid.window_axes))
-    if layout:
-        set_memory_format(model, layout)
     conditioned = options.conditioning == "coordinates"
     window_shape = tuple(grid.patch[axis] for axis in grid.window_axes)
     forward = inference_forward(model, options.backend, device, window_shape, math.prod(grid.out_shape),
                                 options.model_key, conditioned)
     report(0, len(windows), progress, cancel)
     done = 0
-    with torch.inference_mode():
+    # The layout changes outside inference mode: restored weights must stay usable for autograd (a validator's network).
+    with weights_in_layout(model, memory_format(device, len(grid.window_axes))), torch.inference_mode():
         try:
             stitcher = _Stitcher(grid, options.blend, placement.stitch)
         except torch.cuda.OutOfMemoryError:  # the output does not fit beside the model: stitch in host memory
