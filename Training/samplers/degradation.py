@@ -15,17 +15,30 @@ from MedSRLib.grid.degradation import (area_average, block_mean, downsample_line
 from MedSRLib.grid.fourier import fourier_upsample
 from MedSRLib.grid.spline import corner_aligned_resample
 
-LR_GRID_DEGRADATIONS = {"block-mean": block_mean, "linear": downsample_linear, "nearest": downsample_nearest}
-# Float factors: the exact area average (any factor).
-AREA = "area"
-# The input stays on the HR grid (DCSRN): the central part of k-space ("kspace"), or the block mean Fourier-interpolated
-# back onto the HR grid ("block-mean-fourier": what DCSRN's inference feeds its network for a scan made by area
-# averaging, as the evaluation protocol makes its LR; on the training split its input is 1.1 dB further from the HR
-# image than the k-space truncation's).
-HR_GRID_DEGRADATIONS = ("kspace", "block-mean-fourier")
 # LR voxels mirrored onto each side of a window before its Fourier interpolation, so that the periodic extension
 # the FFT assumes does not ring at the window's borders (a whole scan's borders are background).
 FOURIER_PADDING = 4
+
+
+def fourier_of_block_mean(hr: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """The block mean of ``hr`` Fourier-interpolated back onto its grid (``block-mean-fourier``), float32."""
+    lr = np.pad(block_mean(hr, factors), FOURIER_PADDING, mode="symmetric")
+    upsampled = fourier_upsample(lr, factors)
+    return np.ascontiguousarray(upsampled[tuple(slice(FOURIER_PADDING * f, FOURIER_PADDING * f + n)
+                                                for f, n in zip(factors, hr.shape))])
+
+
+LR_GRID_DEGRADATIONS = {"block-mean": block_mean, "linear": downsample_linear, "nearest": downsample_nearest}
+# Float factors: the exact area average (any factor).
+AREA = "area"
+# The input stays on the HR grid (DCSRN): the central part of k-space (KSPACE, any factor), or the block mean
+# Fourier-interpolated back onto the HR grid (BLOCK_MEAN_FOURIER: what DCSRN's inference feeds its network for a scan
+# made by area averaging, as the evaluation protocol makes its LR; on the training split its input is 1.1 dB further
+# from the HR image than the k-space truncation's).
+KSPACE, BLOCK_MEAN_FOURIER = "kspace", "block-mean-fourier"
+HR_GRID_DEGRADATIONS = (KSPACE, BLOCK_MEAN_FOURIER)
+# The degradations that take whole factors dividing the window, by name.
+WHOLE_FACTOR_DEGRADATIONS = {**LR_GRID_DEGRADATIONS, BLOCK_MEAN_FOURIER: fourier_of_block_mean}
 DEGRADATION_NAMES = (*LR_GRID_DEGRADATIONS, AREA, *HR_GRID_DEGRADATIONS)
 
 
@@ -50,7 +63,7 @@ def check_degradation(name: str, factors: Sequence[float], window: int) -> None:
     """InputError unless ``name`` can degrade windows of ``window`` voxels a side by ``factors``."""
     if name not in DEGRADATION_NAMES:
         raise InputError(f"Unknown training degradation '{name}'; choose one of {', '.join(DEGRADATION_NAMES)}.")
-    if name == AREA or name == "kspace":
+    if name not in WHOLE_FACTOR_DEGRADATIONS:
         if any(lr_length(window, factor) < 1 for factor in factors):
             raise InputError(f"The {window}-voxel window is smaller than the factors {tuple(factors)}.")
         return
@@ -59,22 +72,12 @@ def check_degradation(name: str, factors: Sequence[float], window: int) -> None:
                          f"{tuple(factors)}; use 'area' for float factors.")
 
 
-def fourier_of_block_mean(hr: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """The block mean of ``hr`` Fourier-interpolated back onto its grid (``block-mean-fourier``), float32."""
-    lr = np.pad(block_mean(hr, factors), FOURIER_PADDING, mode="symmetric")
-    upsampled = fourier_upsample(lr, factors)
-    return np.ascontiguousarray(upsampled[tuple(slice(FOURIER_PADDING * f, FOURIER_PADDING * f + n)
-                                                for f, n in zip(factors, hr.shape))])
-
-
 def degrade(hr: np.ndarray, factors: Sequence[float], name: str) -> Tuple[np.ndarray, np.ndarray]:
     """(input, target) of one HR window degraded by ``factors`` (one per window axis) with degradation ``name``."""
-    if name == "kspace":
+    if name == KSPACE:
         return kspace_truncate(hr, factors).astype(np.float32), hr
-    if name == "block-mean-fourier":
-        return fourier_of_block_mean(hr, tuple(int(f) for f in factors)), hr
-    if name in LR_GRID_DEGRADATIONS:
-        return LR_GRID_DEGRADATIONS[name](hr, tuple(int(f) for f in factors)), hr
+    if name in WHOLE_FACTOR_DEGRADATIONS:
+        return WHOLE_FACTOR_DEGRADATIONS[name](hr, tuple(int(f) for f in factors)), hr
     degraded = area_average(hr, factors)
     target = hr[tuple(slice(0, sr_length(n, f)) for n, f in zip(degraded.shape, factors))]
     return degraded, target

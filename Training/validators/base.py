@@ -26,12 +26,14 @@ class Validator:
         return {}
 
     def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
-        """Scores of ``network`` and 2D images for TensorBoard (values in [0, 1])."""
-        raise NotImplementedError
+        """Scores of ``network`` and 2D images for TensorBoard (values in [0, 1]); by default the middle plane of each
+        of :meth:`scored_arrays`'s arrays."""
+        scores, arrays = self.scored_arrays(network)
+        return scores, middle_planes(arrays)
 
     def scored_arrays(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
-        """:meth:`evaluate`'s scores with the whole scored region as "prediction", "reference" and "bspline" arrays,
-        for scores the validator does not compute itself (network interpolation's no-reference scores)."""
+        """The scores of ``network`` with the whole scored region as "prediction", "reference" and "bspline" arrays
+        (also for scores the validator does not compute itself: network interpolation's no-reference scores)."""
         raise NotImplementedError(f"{type(self).__name__} does not give its scored arrays.")
 
     def summary(self, scores: Scores) -> str:
@@ -64,3 +66,10 @@ def evaluating(network: torch.nn.Module) -> Iterator[torch.nn.Module]:
             yield network
     finally:
         network.train()
+
+
+def middle_planes(arrays: Images, middle=None) -> Images:
+    """Each array's plane ``middle`` (default: the middle one along the first axis), clipped to [0, 1] for display."""
+    if middle is None:
+        middle = len(arrays["reference"]) // 2
+    return {name: np.clip(array[middle], 0, 1) for name, array in arrays.items()}

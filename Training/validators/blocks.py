@@ -19,7 +19,7 @@ from MedSRLib.grid.geometry import output_coordinates
 from ..samplers.degradation import bspline_upsample, sr_length
 from ..samplers.windows import load_normalised
 from ..scaling import window_axes
-from .base import Images, Scores, evaluating, image_scores
+from .base import Images, Scores, evaluating, image_scores, middle_planes
 
 
 class DegradedBlocks:
@@ -91,7 +91,4 @@ class DegradedBlocks:
         """Scores of the network at ``factors`` and the central plane of its B-spline input, output and reference."""
         scores, arrays = self.scored_arrays(network, factors, device)
         hr = arrays["reference"]
-        middle = len(hr) // 2 if self.is_2d else (0, hr.shape[1] // 2)
-        images = {"bspline": np.clip(arrays["bspline"][middle], 0, 1),
-                  "prediction": np.clip(arrays["prediction"][middle], 0, 1), "reference": hr[middle]}
-        return scores, images
+        return scores, middle_planes(arrays, len(hr) // 2 if self.is_2d else (0, hr.shape[1] // 2))

@@ -20,9 +20,6 @@ class InPlane2dValidator(Validator):
     def baselines(self) -> Dict[str, Scores]:
         return {"bspline": self.blocks.baseline(self.factors)}
 
-    def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
-        return self.blocks.evaluate(network, self.factors, self.device)
-
     def scored_arrays(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
         return self.blocks.scored_arrays(network, self.factors, self.device)
 

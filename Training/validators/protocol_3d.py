@@ -85,10 +85,3 @@ class Protocol3dValidator(Validator):
     def scored_arrays(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
         sr = self.predict(network)
         return image_scores(sr, self.hr), {"prediction": sr, "reference": self.hr, "bspline": self.bspline()}
-
-    def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
-        scores, arrays = self.scored_arrays(network)
-        middle = self.hr.shape[0] // 2
-        images = {"bspline": np.clip(arrays["bspline"][middle], 0, 1),
-                  "prediction": np.clip(arrays["prediction"][middle], 0, 1), "reference": self.hr[middle]}
-        return scores, images

@@ -66,12 +66,5 @@ class SimulatedThickSliceValidator(Validator):
         sr = sr[self.inner]
         return self.scores(sr), {"prediction": sr, "reference": self.reference, "bspline": self.input[self.inner]}
 
-    def evaluate(self, network: torch.nn.Module) -> Tuple[Scores, Images]:
-        scores, arrays = self.scored_arrays(network)
-        middle = len(arrays["prediction"]) // 2
-        images = {"bspline": np.clip(arrays["bspline"][middle], 0, 1),
-                  "prediction": np.clip(arrays["prediction"][middle], 0, 1), "reference": self.reference[middle]}
-        return scores, images
-
     def describe(self) -> dict:
         return {**super().describe(), "slices": self.config["validation"]["slices"], "simulated": "thick slices"}
