@@ -166,3 +166,46 @@ def test_the_perceptual_gate_refuses_a_model_missing_any_criterion_in_one_senten
         f"sharpness above it) on colin27 {THICK_4}: {failure}; not published (use --force to publish anyway).")
     assert catalog.read_text() == before
     assert [path.name for path in catalog.parent.iterdir()] == ["catalog.json"]
+
+
+@pytest.fixture()
+def range_model(candidate):
+    """The candidate rewritten as a through-plane model with a scale range, factors 2–12 along z."""
+    checkpoint, catalog = candidate
+    state, metadata = load_checkpoint(checkpoint)
+    metadata = {key: value for key, value in metadata.items() if key not in ("scales", "weights_sha256", "created")}
+    metadata.update(axes="2d-through-plane", scale_range={"min": [1, 1, 2], "max": [1, 1, 12]})
+    save_checkpoint(checkpoint, state, metadata)
+    return checkpoint, catalog
+
+
+def test_scale_range_narrows_what_the_shipped_model_and_its_catalog_entry_serve(range_model, perceptual_scores):
+    checkpoint, catalog = range_model
+    perceptual_scores["model"].update(psnr=29.8, piqe=35.0, edge_sharpness=0.6)
+    publish(str(checkpoint), "clade-x4", "test", "MR", "T1", "brain", ["colin27"], ["thick-4"], catalog,
+            gate="perceptual", scale_range=["1,1,4", "1,1,6.5"])
+    narrowed = {"min": [1.0, 1.0, 4.0], "max": [1.0, 1.0, 6.5]}
+    assert load_checkpoint(catalog.parent / "clade-x4.safetensors")[1]["scale_range"] == narrowed
+    assert json.loads(catalog.read_text())["models"][1]["scale_range"] == narrowed
+    assert load_checkpoint(checkpoint)[1]["scale_range"] == {"min": [1, 1, 2], "max": [1, 1, 12]}  # run untouched
+
+
+@pytest.mark.parametrize("served, message", [
+    (["1,1,1.5", "1,1,6"], r"The scale range 1,1,1.5 to 1,1,6 is not within the checkpoint's own, 1,1,2 to 1,1,12\."),
+    (["1,1,6", "1,1,4"], r"The scale range's minimum 1,1,6 is above its maximum 1,1,4 on some axis\."),
+])
+def test_a_scale_range_outside_the_checkpoints_own_is_refused_before_anything_is_written(
+        range_model, perceptual_scores, served, message):
+    checkpoint, catalog = range_model
+    before = catalog.read_text()
+    with pytest.raises(MedSRError, match=message):
+        publish(str(checkpoint), "clade-x4", "test", "MR", "T1", "brain", ["colin27"], ["thick-4"], catalog,
+                gate="perceptual", scale_range=served)
+    assert catalog.read_text() == before and perceptual_scores["asked"] == []
+
+
+def test_scale_range_is_refused_for_a_model_with_listed_scales(candidate, perceptual_scores):
+    checkpoint, catalog = candidate
+    with pytest.raises(MedSRError, match="serves listed scales, not a scale range; --scale-range narrows a range"):
+        publish(str(checkpoint), "threeplayer-x2", "test", "MR", "T1", "brain", ["colin27"], ["isotropic-2"], catalog,
+                scale_range=["2", "2"])

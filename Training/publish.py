@@ -2,7 +2,7 @@
 
     python -m Training.publish runs/threeplayer-x2-cpu/model.safetensors --name threeplayer-x2 \\
         --description "…" [--volumes colin27 heudiconv-epi] [--rows isotropic-2] [--gate psnr|perceptual] \\
-        [--offered-first-on cpu] [--catalog MedSRLib/models/catalog.json]
+        [--offered-first-on cpu] [--scale-range 1,1,4 1,1,6] [--catalog MedSRLib/models/catalog.json]
 
 Each (volume, row) goes through the evaluation protocol (docs/protocol.md, ``MedSRLib.evaluation``) with the
 checkpoint's float16 weights (what ships) and with B-spline and Lanczos for comparison. The checkpoint is rewritten
@@ -11,7 +11,10 @@ the run's ``metrics.jsonl`` when it lies beside the checkpoint, and ``cost``: FL
 scale), and the catalog entry of that name is added or replaced
 (sha256, method, scales or scale range, the gate it passed). The catalog lists models in order and a method's default is
 its first entry at a scale, so a re-published model keeps its place; ``--offered-first-on cpu`` makes a model the
-default on that kind of device ahead of earlier entries (a fast variant that wins on time at nearly equal quality). A model that fails its gate is refused unless
+default on that kind of device ahead of earlier entries (a fast variant that wins on time at nearly equal quality).
+``--scale-range MIN MAX`` narrows what a model with a scale range serves to the factors its validation supports (CLADE
+trained on factors 3–8 but validated better than B-spline only from 4 to 6, say); it is recorded in the shipped
+checkpoint and its catalog entry, so a scale outside it is not served by this model. A model that fails its gate is refused unless
 ``--force``: the shipped default of a learned method must be worth choosing over interpolation. The ``psnr`` gate (the
 default) asks for 0.05 dB PSNR more than every interpolation baseline on every scored row; the ``perceptual`` gate, for
 models whose claim is perceptual (CLADE), asks on every row for PSNR at most 0.5 dB below B-spline's, PIQE below
@@ -37,6 +40,7 @@ from MedSRLib.errors import InputError, MedSRError
 from MedSRLib.evaluation.protocol import (Degradation, heldout_volume, markdown_table, no_reference_table,
                                          reference_table)
 from MedSRLib.files import file_sha256
+from MedSRLib.grid.geometry import parse_scale
 
 from .board import CURVE_FILE
 
@@ -129,9 +133,30 @@ def gate_refusal(scores: Dict[str, dict], method: str, gate: str) -> Optional[st
             if failing else None)
 
 
+def narrowed_scale_range(metadata: dict, served: Sequence[str], where: str) -> dict:
+    """The ``scale_range`` document for ``served`` = (min, max), each "x,y,z" or one factor; refused unless the
+    checkpoint has a scale range that holds both ends."""
+    if metadata.get("scale_range") is None:
+        raise InputError(f"{where} serves listed scales, not a scale range; --scale-range narrows a range.")
+    trained = ScaleSupport.from_document(metadata, where)
+    low, high = (parse_scale(end) for end in served)
+    if any(a > b for a, b in zip(low, high)):
+        raise InputError(f"The scale range's minimum {_triple(low)} is above its maximum {_triple(high)} on some axis.")
+    if not (trained.contains(low) and trained.contains(high)):
+        own = metadata["scale_range"]
+        raise InputError(f"The scale range {_triple(low)} to {_triple(high)} is not within the checkpoint's own, "
+                         f"{_triple(own['min'])} to {_triple(own['max'])}.")
+    return {"min": list(low), "max": list(high)}
+
+
+def _triple(factors) -> str:
+    return ",".join(f"{float(factor):g}" for factor in factors)
+
+
 def publish(checkpoint: str, name: str, description: str, modality: str, contrast: str, domain: str,
             volumes: Sequence[str], rows: Sequence[str], catalog: Path, force: bool = False,
-            gate: str = "psnr", offered_first_on: Sequence[str] = ()) -> Dict[str, dict]:
+            gate: str = "psnr", offered_first_on: Sequence[str] = (),
+            scale_range: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     if gate not in PUBLISH_GATES:
         raise InputError(f"Unknown gate '{gate}'; choose {' or '.join(PUBLISH_GATES)}.")
     unknown = sorted(set(offered_first_on) - set(DEVICE_TYPES))
@@ -141,6 +166,8 @@ def publish(checkpoint: str, name: str, description: str, modality: str, contras
         raise InputError(f"Model name '{name}' must be letters, digits, '.', '_' or '-', starting with a letter or digit.")
     list_models(catalog)  # a missing or malformed catalog is refused before any work
     state, metadata = load_checkpoint(checkpoint)
+    if scale_range is not None:
+        metadata = {**metadata, "scale_range": narrowed_scale_range(metadata, scale_range, checkpoint)}
     method = metadata["method"]
     shipped = catalog.parent / f"{name}.safetensors"
     # Everything is prepared beside the catalog and moved into place only when it has all passed, so a refusal or a
@@ -202,12 +229,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--offered-first-on", nargs="+", default=[], choices=DEVICE_TYPES, metavar="DEVICE",
                         help="device types (cpu, cuda, mps) on which this model is its method's default ahead of "
                              "earlier catalog entries")
+    parser.add_argument("--scale-range", nargs=2, metavar=("MIN", "MAX"),
+                        help="serve only these factors, e.g. 1,1,4 1,1,6 (x,y,z): a narrower range than the "
+                             "checkpoint's, the one its validation supports")
     parser.add_argument("--force", action="store_true", help="publish even if it fails its gate")
     arguments = parser.parse_args(argv)
     try:
         scores = publish(arguments.checkpoint, arguments.name, arguments.description, arguments.modality,
                          arguments.contrast, arguments.domain, arguments.volumes, arguments.rows, arguments.catalog,
-                         arguments.force, arguments.gate, arguments.offered_first_on)
+                         arguments.force, arguments.gate, arguments.offered_first_on, arguments.scale_range)
     except MedSRError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
