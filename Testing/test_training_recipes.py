@@ -116,6 +116,15 @@ CASES = {
         "data.degradation": "area",
         "networks.generator": {"name": "edsr2d", "params": {"features": 4, "blocks": 1, "fold": 2}},
     }, {"axes": "2d-through-plane", "scales": [[1.0, 1.0, 2.5]], "patch": [30, 32]}, ""),
+    # One model for a range of thick factors (TransMRSR's transmrsr-range-cpu.yaml): one factor per batch, validated
+    # at each listed factor.
+    "paired-2d-through-plane-range": Case({
+        "recipe": "paired-2d", "axes": "2d-through-plane", "scale": [1, 1, 2.5], "data.hr_patch": 32,
+        "data.degradation": "area", "scale_range": {"min": [1, 1, 1.5], "max": [1, 1, 3]},
+        "validation.scales": [[1, 1, 1.5], [1, 1, 3]],
+        "networks.generator": {"name": "edsr2d", "params": {"features": 4, "blocks": 1, "fold": 2}},
+    }, {"axes": "2d-through-plane", "scale_range": {"min": [1.0, 1.0, 1.5], "max": [1.0, 1.0, 3.0]}, "patch": [30, 32]},
+        ""),
     # One scale per batch, so successive losses are not comparable; test_training_samplers checks the pairs.
     "arbitrary-scale-2d": Case({
         "recipe": "arbitrary-scale", "axes": "2d-in-plane", "slice_axis": 1,
@@ -193,6 +202,15 @@ def test_recipe_trains_resumes_exactly_and_exports_a_loadable_checkpoint(case, s
     InferenceSettings.from_metadata(metadata)  # the lead's schema accepts every field written
     exported, _ = straight.recipe.exported
     assert all(torch.equal(value, exported.state_dict()[key]) for key, value in model.state_dict().items())
+
+
+def test_a_through_plane_range_model_is_validated_at_each_listed_thick_factor(synthetic_data, tmp_path):
+    train(case_config("paired-2d-through-plane-range", synthetic_data, tmp_path, 1))
+    validation = load_model(tmp_path / "model.safetensors")[1]["metrics"]["validation"]
+    assert validation["scales"] == ["1x1x1.5", "1x1x3"]
+    assert validation["psnr"] == pytest.approx((validation["psnr_1x1x1.5"] + validation["psnr_1x1x3"]) / 2)
+    bspline = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert bspline["validation_bspline/psnr_1x1x1.5"] > bspline["validation_bspline/psnr_1x1x3"]  # thinner is easier
 
 
 def test_a_gan_stage_starts_from_the_pre_training_stages_model_and_refuses_another_architecture(synthetic_data,

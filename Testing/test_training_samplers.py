@@ -15,9 +15,10 @@ from MedSRLib.io.volume_files import write_volume
 from Training.config import load_config
 from Training.registry import Registry
 from Training.samplers.arbitrary_scale import ArbitraryScaleSampler
-from Training.samplers.degradation import FOURIER_PADDING, check_degradation, degrade
+from Training.samplers.degradation import FOURIER_PADDING, bspline_upsample, check_degradation, degrade
+from Training.samplers.paired import PairedSampler
 from Training.samplers.unpaired import ThickSliceScan, UnpairedThickSliceSampler, draw_scans, simulate_thick_slices
-from Training.samplers.windows import WindowSampler
+from Training.samplers.windows import WindowSampler, item_rng
 from Training.scaling import ScaleRange, window_factors
 from test_training_recipes import CoordinateNet
 
@@ -122,6 +123,31 @@ def test_block_mean_fourier_input_is_the_band_limited_block_mean_on_the_hr_grid(
     np.testing.assert_allclose(network_input, attenuation * hr, atol=2e-5)
     with pytest.raises(InputError, match="whole factors that divide"):
         check_degradation("block-mean-fourier", (2.5, 2, 2), 32)
+
+
+def test_a_through_plane_scale_range_draws_one_thick_factor_per_batch_and_interpolates_each_input_back():
+    volume = np.random.default_rng(0).random((24, 24, 24)).astype(np.float32)
+    windows = WindowSampler([volume], 16, [0, 1, 2], 0.0, 0.0, NO_AUGMENTATION, seed=0)
+    # Array factors (k, j, i): the thick axis is the first, whose window factor is the rows' (thick factor, 1).
+    sampler = PairedSampler(windows, (2.5, 1.0), batch=2, degradation="area", noise=0.0, seed=3,
+                            interpolate_input=True, scale_range=ScaleRange((1.5, 1.0, 1.0), (8.0, 1.0, 1.0)))
+    drawn = [sampler.batch_factors(step) for step in range(20)]
+    assert all(1.5 <= rows <= 8 and columns == 1 for rows, columns in drawn)
+    assert len(set(drawn)) == 20 and drawn == [sampler.batch_factors(step) for step in range(20)]
+    batch = sampler.batch(7)
+    factors = drawn[7]
+    for item in range(2):
+        low, target = degrade(windows.draw(item_rng(3, 7, 0, item)), factors, "area")
+        np.testing.assert_array_equal(batch["target"][item, 0].numpy(), target)
+        np.testing.assert_array_equal(batch["input"][item, 0].numpy(), bspline_upsample(low, factors))
+    assert batch["input"].shape == batch["target"].shape == (2, 1, round(int(16 / factors[0]) * factors[0]), 16)
+
+
+def test_a_scale_range_is_refused_for_paired_models_that_upsample_by_a_fixed_factor():
+    windows = WindowSampler([np.zeros((24, 24, 24), np.float32)], 16, None, 0.0, 0.0, NO_AUGMENTATION, seed=0)
+    with pytest.raises(InputError, match="A scale_range with paired training needs a through-plane model"):
+        PairedSampler(windows, (2.0, 2.0, 2.0), batch=2, degradation="area", noise=0.0, seed=0,
+                      scale_range=ScaleRange((2.0, 2.0, 2.0), (3.0, 3.0, 3.0)))
 
 
 def test_scale_range_moves_all_axes_together_unless_independent():

@@ -5,15 +5,36 @@ the held-out Colin27, heudiconv EPI and ITK T1 are refused), in the main process
 at step 0, where it also scores its baselines (interpolation) once.
 """
 import contextlib
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from MedSRLib.evaluation.metrics import FOREGROUND_THRESHOLD, compare, nrmse, psnr, ssim_slicewise
 
+from ..scaling import Factors, array_factors
+
 Scores = Dict[str, float]
 Images = Dict[str, np.ndarray]
+
+
+def validation_scales(config: dict, default: Sequence[Factors]) -> List[Factors]:
+    """The (k, j, i) factors to validate at: ``validation.scales`` when the config lists them, else ``default``."""
+    chosen = config["validation"]["scales"]
+    return [array_factors(scale) for scale in chosen] if chosen is not None else list(default)
+
+
+def scale_label(factors_xyz) -> str:
+    return "x".join(f"{factor:g}" for factor in factors_xyz)
+
+
+def averaged_over_scales(per_scale: Sequence[Scores], labels: Sequence[str]) -> Scores:
+    """The mean of each score over the validation scales, plus the PSNR at each scale (``psnr_<label>``) when there
+    are several."""
+    scores = {key: float(np.mean([entry[key] for entry in per_scale])) for key in per_scale[0]}
+    if len(per_scale) > 1:
+        scores.update({f"psnr_{label}": entry["psnr"] for label, entry in zip(labels, per_scale)})
+    return scores
 
 
 class Validator:
