@@ -246,3 +246,14 @@ def test_a_through_plane_model_serves_its_thick_factors_along_any_one_axis(tmp_p
     for refused in [(1, 1, 13), (1, 1, 1.5), (2, 2, 1), (4, 4, 4), (1, 1, 1)]:
         assert default_model_for("clade", refused, path, axes="2d-through-plane") is None, refused
     assert default_model_for("clade", (6.5, 1, 1), path) is None  # as a 3D scale it is outside the range
+
+
+def test_transmrsr_s_per_factor_models_stay_the_defaults_at_their_factors_and_the_range_model_serves_the_rest():
+    def default(scale):
+        model = default_model_for("transmrsr", scale, axes="2d-through-plane")
+        return None if model is None else model.name
+    assert default((1, 1, 4)) == "transmrsr-x4-cpu" and default((8, 1, 1)) == "transmrsr-x8-cpu"
+    for factor in (2.5, 3, 5, 6.25, 7.9):
+        assert default((1, factor, 1)) == "transmrsr-range-cpu", factor
+    # Below 2.5 its validation lost to B-spline, so the catalog entry stops there; above 8 nothing was trained.
+    assert default((1, 1, 2)) is None and default((1, 1, 1.5)) is None and default((1, 1, 9)) is None

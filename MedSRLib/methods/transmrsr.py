@@ -6,8 +6,9 @@ convs, a Swin encoder, a StyleSwin-like generative-prior decoder with self-disti
 slices that cut through the thick axis, both through-plane orientations averaged by default (the engine's
 through-plane mode). Without a scale the thick axis and factor come from the spacing, as for SMORE (``--scale auto``);
 a scale along another axis than the spacing's thick one is refused unless ``force_scale``. The checkpoint names the
-thick factors it was trained for (one model per factor). Train with ``Training/configs/transmrsr-prior-cpu.yaml``
-(stage 1) then ``transmrsr-x4-cpu.yaml`` (stage 2).
+thick factors it serves: one factor (the shipped ×4 and ×8 models, the defaults at their factors) or a range (the
+shipped range model, every other factor from 2.5 to 8). Train with ``Training/configs/transmrsr-prior-cpu.yaml``
+(stage 1) then ``transmrsr-x4-cpu.yaml`` (stage 2), ``transmrsr-x8-cpu.yaml`` or ``transmrsr-range-cpu.yaml``.
 """
 from MedSRLib.errors import InputError
 from MedSRLib.grid.geometry import detect_thick_axis, format_scale
