@@ -149,17 +149,18 @@ def warm_up(entry: Entry, lr: np.ndarray, degradation: Degradation, backend: str
 @dataclass(frozen=True)
 class NoReferenceScan:
     """A real anisotropic scan scored without a reference: super-resolved along its thick axis to the in-plane
-    spacing, and scored as that thick row (``row``) at the borders of B-spline's output (``borders``)."""
+    spacing (or by ``factor``, when given), and scored as that thick row (``row``) at the borders of B-spline's output
+    (``borders``)."""
     volume: Volume
     row: Degradation
     borders: np.ndarray
 
     @classmethod
-    def prepare(cls, volume_array: np.ndarray, spacing) -> "NoReferenceScan":
+    def prepare(cls, volume_array: np.ndarray, spacing, factor: Optional[float] = None) -> "NoReferenceScan":
         from MedSRLib.api import super_resolve
         thick = detect_thick_axis(spacing)
         volume = Volume(volume_array, spacing)
-        row = Degradation("thick", thick.factor, thick.array_axis)
+        row = Degradation("thick", thick.factor if factor is None else factor, thick.array_axis)
         reference = super_resolve(volume, BASELINE, row.scale_xyz())
         return cls(volume, row, reference_borders(reference.array, row, reference.spacing))
 

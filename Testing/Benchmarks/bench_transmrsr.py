@@ -30,10 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from MedSRLib import super_resolve  # noqa: E402
 from MedSRLib.evaluation.datasets import dataset_path  # noqa: E402
-from MedSRLib.evaluation.protocol import (Degradation, evaluate_method, no_reference_scores,  # noqa: E402
-                                          reference_borders)
+from MedSRLib.evaluation.leaderboard import NoReferenceScan  # noqa: E402
+from MedSRLib.evaluation.protocol import evaluate_method, no_reference_scores  # noqa: E402
 from MedSRLib.grid.degradation import block_mean  # noqa: E402
-from MedSRLib.grid.geometry import detect_thick_axis  # noqa: E402
 from MedSRLib.io.volume import Volume  # noqa: E402
 from MedSRLib.io.volume_files import read_volume  # noqa: E402
 from MedSRLib.methods import RunSettings  # noqa: E402
@@ -58,19 +57,17 @@ def timed(volume: Volume, method: str, options: dict) -> dict:
 
 def itk_scores(transmrsr_options: dict, smore_options: dict) -> dict:
     """{method: {piqe, edge_sharpness, seconds}} on the ITK T1 super-resolved ×FACTOR along its thick axis."""
-    scan = read_volume(dataset_path("itk-t1-aniso"))
-    row = Degradation("thick", FACTOR, detect_thick_axis(scan.spacing).array_axis)
-    borders = None
-    scores = {}
+    volume = read_volume(dataset_path("itk-t1-aniso"))
+    scan = NoReferenceScan.prepare(volume.array, volume.spacing, factor=FACTOR)
     past_ratio = {"force_scale": True}  # through-plane methods refuse a factor beyond the spacing ratio without it
+    scores = {}
     for method, options in (("bspline", {}), ("lanczos", {}), ("smore", {**smore_options, **past_ratio}),
                             ("transmrsr", {**transmrsr_options, **past_ratio})):
         started = time.perf_counter()
-        result = super_resolve(scan, method, row.scale_xyz(), **options)
+        result = super_resolve(scan.volume, method, scan.row.scale_xyz(), **options)
         seconds = time.perf_counter() - started
-        if borders is None:  # B-spline's output, the first, places the borders for every method
-            borders = reference_borders(result.array, row, result.spacing)
-        scores[method] = {**no_reference_scores(result.array, row, borders, result.spacing), "seconds": seconds}
+        scores[method] = {**no_reference_scores(result.array, scan.row, scan.borders, result.spacing),
+                          "seconds": seconds}
         print(f"itk-t1-aniso ×{FACTOR} {method}: {scores[method]}", file=sys.stderr, flush=True)
     return scores
 
